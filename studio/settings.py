@@ -1,0 +1,109 @@
+"""Where the studio keeps its state and which ports it uses.
+
+Everything lives under ``STUDIO_HOME`` (default ``./.studio``): the DuckDB file, models, runs,
+service data and logs. Settings come from environment variables so tests, the CLI and the app
+agree without a config file; ``describe()`` lists them for the README and ``status``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.errors import StorageError
+
+MIN_FREE_BYTES = 200 * 1024 * 1024
+
+ENV_HELP = {
+    "STUDIO_HOME": "folder that holds all state (database, models, runs, services, logs); default ./.studio",
+    "STUDIO_CACHE": "download cache shared by every STUDIO_HOME on this machine; default ~/.cache/studio",
+    "STUDIO_HOST": "address the studio's servers bind to; default 127.0.0.1",
+    "STUDIO_APP_PORT": "port of the Streamlit app; default 8501",
+    "STUDIO_LLM_PORT": "port of the embedded OpenAI-compatible llama.cpp server; default 8765",
+    "STUDIO_DB_BUSY_TIMEOUT": "seconds to wait for another process to release the database; default 60",
+}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise StorageError(f"{name}={raw!r} is not a whole number.", hint=f"Set {name} to e.g. {default}.") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    cache_dir: Path
+    host: str = "127.0.0.1"
+    app_port: int = 8501
+    llm_port: int = 8765
+    db_busy_timeout_s: float = 60.0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        home = Path(os.environ.get("STUDIO_HOME") or ".studio").expanduser().resolve()
+        cache = Path(os.environ.get("STUDIO_CACHE") or Path.home() / ".cache" / "studio").expanduser()
+        return cls(
+            home=home,
+            cache_dir=cache.resolve(),
+            host=os.environ.get("STUDIO_HOST") or "127.0.0.1",
+            app_port=_env_int("STUDIO_APP_PORT", 8501),
+            llm_port=_env_int("STUDIO_LLM_PORT", 8765),
+            db_busy_timeout_s=float(_env_int("STUDIO_DB_BUSY_TIMEOUT", 60)),
+        )
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "studio.duckdb"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def services_dir(self) -> Path:
+        return self.home / "services"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.home / "secrets.toml"
+
+    def ensure_home(self) -> None:
+        """Create the folders; fail with a clear message on a read-only or full disk."""
+        try:
+            for folder in (self.home, self.models_dir, self.runs_dir, self.services_dir, self.logs_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            probe = self.home / ".write-probe"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StorageError(
+                f"STUDIO_HOME {self.home} is not writable ({exc.strerror or exc}).",
+                hint="Point STUDIO_HOME at a folder you can write to, e.g. STUDIO_HOME=~/studio-home.",
+            ) from None
+        free = shutil.disk_usage(self.home).free
+        if free < MIN_FREE_BYTES:
+            raise StorageError(
+                f"The disk under STUDIO_HOME {self.home} has only {free // (1024 * 1024)} MB free.",
+                hint="Free some space or point STUDIO_HOME at a larger disk (the studio needs at least 200 MB).",
+            )
+
+
+def current() -> Settings:
+    """Settings as the environment says now (cheap; re-read so tests can change STUDIO_HOME)."""
+    return Settings.from_env()
