@@ -8,8 +8,12 @@ no process keeps the file open while it is idle:
   page render or a batch of writes pays the 30-50 ms open once.
 * When the last user in the process finishes, the connection lingers for ``LINGER_S`` (to absorb
   bursts) and is then closed, which releases the file lock for the other processes.
-* A process that finds the file locked retries with jittered exponential backoff until
-  ``busy_timeout`` and only then raises ``DatabaseBusy``, naming the process that holds it.
+* A process that finds the file locked retries with jittered backoff (at most 50 ms apart) until
+  ``busy_timeout`` and only then raises ``DatabaseBusy``, naming the process that holds it. While it
+  waits it leaves its PID in ``<db>.waiting``.
+* Turns are fair: a process that has held the file for ``MAX_HOLD_S`` and sees another process
+  waiting closes at its next idle moment (no linger) and stays away for ``YIELD_S``, so a busy
+  writer cannot starve the app or the CLI.
 
 Every unit of work is ``with db.session() as cur:`` (a transaction with ``transaction=True``).
 Long writers (bulk ingest, generation) should write in batches so others get their turn.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import random
 import re
 import threading
@@ -34,7 +39,11 @@ from studio.errors import DatabaseBusy, StorageError
 
 log = logging.getLogger(__name__)
 
-LINGER_S = 0.05
+LINGER_S = 0.05        # keep the file this long after the last unit of work (bursts share one open)
+MAX_HOLD_S = 0.5       # after holding this long, hand the file over when someone waits
+YIELD_S = 0.15         # how long a process that handed over stays away
+MAX_BACKOFF_S = 0.05   # waiters poll at least this often, so they catch a hand-over
+WAITER_FRESH_S = 1.0   # a .waiting note older than this is stale
 _instances: "weakref.WeakSet[Database]" = weakref.WeakSet()
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
 _HOLDER = re.compile(r"held in (?P<exe>\S+) \(PID (?P<pid>\d+)\)")
@@ -56,6 +65,9 @@ class Database:
         self._generation = 0
         self._migrated = False
         self._last_release = 0.0
+        self._opened_at = 0.0
+        self._away_until = 0.0
+        self._wait_note = self.path.with_name(self.path.name + ".waiting")
         self.opens = 0  # how many times this process opened the file (each costs 30-50 ms)
         self.lock_waits = 0  # how many times this process had to wait for another one
         _instances.add(self)
@@ -64,6 +76,9 @@ class Database:
     def _open(self) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.busy_timeout_s
         delay = 0.005
+        away = self._away_until - time.monotonic()
+        if away > 0:  # we just handed the file over: let the waiter have its turn
+            time.sleep(away)
         while True:
             try:
                 return duckdb.connect(str(self.path))
@@ -71,6 +86,7 @@ class Database:
                 if not _is_lock_error(exc):
                     raise _storage_error(self.path, exc) from None
                 self.lock_waits += 1
+                self._note_waiting()
                 if time.monotonic() >= deadline:
                     holder = _HOLDER.search(str(exc))
                     who = f" by PID {holder['pid']}" if holder else ""
@@ -79,12 +95,26 @@ class Database:
                         hint="Wait for that process to finish, or stop it; raise STUDIO_DB_BUSY_TIMEOUT to wait longer.",
                     ) from None
                 time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.25)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def _note_waiting(self) -> None:
+        try:
+            self._wait_note.write_text(str(os.getpid()))
+        except OSError:  # a read-only folder: turns are still taken, only less fairly
+            pass
+
+    def _others_waiting(self) -> bool:
+        try:
+            fresh = time.time() - self._wait_note.stat().st_mtime < WAITER_FRESH_S
+            return fresh and self._wait_note.read_text().strip() != str(os.getpid())
+        except (OSError, ValueError):
+            return False
 
     def _acquire(self) -> duckdb.DuckDBPyConnection:
         with self._mutex:
             if self._conn is None:
                 self._conn = self._open()
+                self._opened_at = time.monotonic()
                 self.opens += 1
                 self._generation += 1
             self._users += 1
@@ -100,6 +130,12 @@ class Database:
             if self._users > 0:
                 return
             generation = self._generation
+            if time.monotonic() - self._opened_at > MAX_HOLD_S and self._others_waiting():
+                self._conn.close()
+                self._conn = None
+                self._generation += 1
+                self._away_until = time.monotonic() + YIELD_S
+                return
         if LINGER_S <= 0:
             self._close_if_idle(generation)
         else:

@@ -1,0 +1,142 @@
+"""DuckDB at scale: ingest 1,000,000 preference pairs, then a paged, filtered listing query.
+
+Targets (issue "Foundation"): ingest within 15 s; listing p95 within 50 ms. The baseline in the same
+run is a bare ``duckdb`` connection doing the same INSERT ... SELECT from the same Arrow table, so
+the ratio shows what the storage layer costs on top of DuckDB itself.
+
+    .venv/bin/python -m benchmarks.bench_duckdb [--rows 1000000] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from storage import pairs  # noqa: E402
+from storage.db import Database  # noqa: E402
+from storage.migrate import apply_migrations  # noqa: E402
+
+WORDS = np.array("the model answer explain write a short list of steps why how data code python test review "
+                 "prompt chosen rejected helpful honest safe clear brief detailed example".split())
+
+
+def _texts(rng: np.random.Generator, n: int, words: int, vocab_rows: int = 4096) -> pa.Array:
+    """Realistic-length texts without a million Python string joins: a pool reused with a suffix."""
+    pool = [" ".join(rng.choice(WORDS, size=words)) for _ in range(vocab_rows)]
+    picks = rng.integers(0, vocab_rows, size=n)
+    base = pa.array(np.array(pool, dtype=object)[picks], pa.string())
+    suffix = pa.array(np.char.mod(" #%d", np.arange(n)), pa.string())
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(base, suffix, "")
+
+
+def make_pairs(n: int, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    prompt, chosen, rejected = _texts(rng, n, 14), _texts(rng, n, 45), _texts(rng, n, 35)
+    models = np.array(["smollm2-135m-instruct", "qwen-0.5b", "gpt-4o-mini", "llama-3-8b"], dtype=object)
+    now = datetime.now(timezone.utc)
+    return pa.table({
+        "id": pa.array(np.char.mod("pp_%09d", np.arange(n)), pa.string()),
+        "run_id": pa.array(np.char.mod("run_%03d", rng.integers(0, 200, n)), pa.string()),
+        "prompt": prompt, "chosen": chosen, "rejected": rejected,
+        "chosen_model": pa.array(models[rng.integers(0, 4, n)], pa.string()),
+        "rejected_model": pa.array(models[rng.integers(0, 4, n)], pa.string()),
+        "judge_model": pa.array(np.full(n, "judge-7b", dtype=object), pa.string()),
+        "confidence": pa.array(rng.random(n)),
+        "score_gap": pa.array(rng.integers(0, 5, n).astype(float)),
+        "swap_agreement": pa.array(rng.random(n) > 0.2),
+        "label_source": pa.array(np.full(n, "llm", dtype=object), pa.string()),
+        "human_reviewed": pa.array(np.zeros(n, dtype=bool)),
+        "flagged": pa.array(np.zeros(n, dtype=bool)),
+        "chosen_length": pa.compute.utf8_length(chosen).cast(pa.int32()),
+        "rejected_length": pa.compute.utf8_length(rejected).cast(pa.int32()),
+        "created_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+    })
+
+
+def bench_ingest(folder: Path, table: pa.Table) -> tuple[float, float]:
+    raw_path = folder / "raw.duckdb"
+    conn = duckdb.connect(str(raw_path))
+    apply_migrations(conn.cursor())
+    columns = ", ".join(table.column_names)
+    conn.register("incoming", table)
+    start = time.perf_counter()
+    conn.execute(f"INSERT INTO preference_pairs ({columns}) SELECT {columns} FROM incoming")
+    conn.execute("CHECKPOINT")
+    raw_s = time.perf_counter() - start
+    conn.close()
+
+    db = Database(folder / "studio.duckdb")
+    with db.session() as cur:  # migrations run here, outside the timed part
+        cur.execute("SELECT 1")
+    start = time.perf_counter()
+    pairs.insert_preference_pairs(db, table)
+    with db.session() as cur:
+        cur.execute("CHECKPOINT")
+    studio_s = time.perf_counter() - start
+    db.close()
+    return raw_s, studio_s
+
+
+def bench_listing(db: Database, queries: int, seed: int = 1) -> list[float]:
+    rng = random.Random(seed)
+    timings = []
+    for i in range(queries):
+        filters = [
+            pairs.PairFilter(run_id=f"run_{rng.randrange(200):03d}"),
+            pairs.PairFilter(min_confidence=0.2, max_confidence=0.4, swap_disagreement=True),
+            pairs.PairFilter(model="qwen-0.5b", max_length=400),
+            pairs.PairFilter(),
+        ][i % 4]
+        order = ["newest", "least_confident", "most_confident"][i % 3]
+        offset = rng.randrange(0, 20) * 50
+        start = time.perf_counter()
+        rows = pairs.list_preference_pairs(db, filters, limit=50, offset=offset, order=order)
+        timings.append((time.perf_counter() - start) * 1000)
+        assert rows, f"query {i} returned nothing"
+    return timings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        start = time.perf_counter()
+        table = make_pairs(args.rows)
+        print(f"built {args.rows:,} pairs in memory in {time.perf_counter() - start:.1f} s "
+              f"({table.nbytes / 1e6:.0f} MB of Arrow data)")
+        raw_s, studio_s = bench_ingest(folder, table)
+        db = Database(folder / "studio.duckdb")
+        timings = bench_listing(db, args.queries)
+        opens = db.opens
+        db.close()
+    p50, p95 = statistics.median(timings), statistics.quantiles(timings, n=20)[18]
+    print(f"the listing opened the database file {opens} time(s) for {args.queries} queries")
+    print()
+    print("| measure | baseline (bare DuckDB) | studio storage | ratio | target | met |")
+    print("|---|---|---|---|---|---|")
+    print(f"| ingest {args.rows:,} preference pairs | {raw_s:.2f} s | {studio_s:.2f} s | "
+          f"{studio_s / raw_s:.2f}x | within 15 s | {'yes' if studio_s <= 15 else 'no'} |")
+    print(f"| paged filtered listing, p50 / p95 ({args.queries} queries) | - | {p50:.1f} / {p95:.1f} ms | - | "
+          f"p95 within 50 ms | {'yes' if p95 <= 50 else 'no'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

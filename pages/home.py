@@ -1,0 +1,55 @@
+"""Home: is everything running, how far along is the data, and what to do next."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._ui import show_error, state_label
+from studio.errors import StudioError
+from studio.services import status as status_service
+
+STAGE_LABELS = {
+    "seeds": "Seeds", "instructions": "Instructions", "responses": "Responses", "judgments": "Judgments",
+    "sft_pairs": "SFT pairs", "preference_pairs": "Preference pairs", "reviewed": "Reviewed",
+    "snapshots": "Snapshots", "training_runs": "Training runs", "models": "Models",
+    "comparisons": "Comparisons", "votes": "Votes",
+}
+METRICS_PER_ROW = 6
+SERVICES_PER_ROW = 3
+
+st.title("the studio")
+st.caption("Generate data with an LLM, review it with people, train on it, and compare the results.")
+
+try:
+    status = status_service.get_status()
+except StudioError as err:
+    show_error(err)
+    st.stop()
+
+st.subheader("What to do next")
+if status.next_steps:
+    st.markdown("\n".join(f"{i}. {step}" for i, step in enumerate(status.next_steps, 1)))
+else:
+    st.success("Nothing is waiting for you.")
+
+st.subheader("Services")
+if not status.services:
+    st.info("No services are known yet. Start them with `python -m studio up`.")
+for start in range(0, len(status.services), SERVICES_PER_ROW):
+    for column, service in zip(st.columns(SERVICES_PER_ROW), status.services[start:start + SERVICES_PER_ROW]):
+        with column.container(border=True):
+            st.markdown(f"**{service.name}** &nbsp; {state_label(service.state)}")
+            st.markdown(f"[{service.url}]({service.url})" if service.url else "no address yet")
+            extra = [f"PID {service.pid}"] if service.pid else []
+            extra += [f"{service.restarts} restarts"] if service.restarts else []
+            st.caption(" · ".join([service.detail, *extra]) if service.detail else " · ".join(extra) or " ")
+
+st.subheader("Your data, stage by stage")
+stages = list(status.counts.items())
+for start in range(0, len(stages), METRICS_PER_ROW):
+    columns = st.columns(METRICS_PER_ROW)
+    for column, (stage, count) in zip(columns, stages[start:start + METRICS_PER_ROW]):
+        column.metric(STAGE_LABELS.get(stage, stage.replace("_", " ").capitalize()), f"{count:,}")
+
+st.divider()
+st.caption(f"STUDIO_HOME: `{status.home}`  \nDatabase: `{status.database}` (schema version {status.schema_version})")

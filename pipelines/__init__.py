@@ -1,0 +1,1 @@
+"""Generation, judging, preprocessing, training and evaluation. No Streamlit imports here."""

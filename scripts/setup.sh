@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Idempotent setup of everything the studio needs; quick when nothing changed.
+#   bash scripts/setup.sh          runtime (the app, the embedded services)
+#   bash scripts/setup.sh --test   also the test tools (pytest, Playwright + Debian's Chromium)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PYTHON=${PYTHON:-python3}
+VENV="$ROOT/.venv"
+WITH_TESTS=0
+[ "${1:-}" = "--test" ] && WITH_TESTS=1
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# 1. Debian packages: redis-server (Argilla's queue, review stage); chromium for the browser tests.
+apt_need=()
+command -v redis-server >/dev/null 2>&1 || apt_need+=(redis-server)
+if [ "$WITH_TESTS" = 1 ] && [ ! -x /usr/bin/chromium ]; then apt_need+=(chromium); fi
+if [ ${#apt_need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    step "Installing Debian packages: ${apt_need[*]} (about a minute)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_need[@]}" >/dev/null
+  else
+    echo "warning: install these Debian packages as root: ${apt_need[*]}" >&2
+  fi
+fi
+
+# 2. The virtual environment.
+if [ ! -x "$VENV/bin/python" ]; then
+  step "Creating the virtual environment in .venv"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+fi
+PIP=("$VENV/bin/pip" install --disable-pip-version-check)
+
+# 3. Python packages, skipped when the requirements did not change since the last setup.
+files=(requirements.txt)
+[ "$WITH_TESTS" = 1 ] && files+=(requirements-test.txt)
+stamp="$VENV/.setup-stamp-$WITH_TESTS"
+want=$(cat "${files[@]}" | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "Python packages are up to date (.venv)."
+else
+  step "Installing torch 2.13.0 (CPU build) first, so nothing pulls a CUDA build"
+  "${PIP[@]}" -q torch==2.13.0
+  if ! "$VENV/bin/python" -c "import llama_cpp" >/dev/null 2>&1; then
+    step "Building llama-cpp-python from source: about 6 minutes on 2 cores the first time."
+    echo "    pip prints 'still running...' while it compiles; pip caches the wheel, so later setups take seconds."
+  fi
+  step "Installing the studio's Python packages (${files[*]})"
+  reqs=()
+  for f in "${files[@]}"; do reqs+=(-r "$f"); done
+  start=$(date +%s)
+  "${PIP[@]}" --progress-bar on "${reqs[@]}" || {
+    echo "error: pip could not install the requirements (see above)." >&2; exit 1; }
+  "$VENV/bin/python" -c "import llama_cpp, trl, streamlit, duckdb" || {
+    echo "error: the install finished but the packages do not import (see above)." >&2; exit 1; }
+  echo "Installed in $(( $(date +%s) - start )) s."
+  echo "$want" > "$stamp"
+fi
+echo "Setup done."

@@ -1,0 +1,41 @@
+"""The studio's Streamlit entry file and its only router.
+
+``streamlit run studio/app.py`` (or ``python -m studio up``) runs this file on every rerun: it sets
+the page config and hands over to the selected page with one ``st.navigation``. Adding a page is
+one line in ``SECTIONS``: (file under ``pages/``, title, Material icon).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # `streamlit run` puts studio/ on sys.path, not the repo root
+    sys.path.insert(0, str(REPO_ROOT))
+
+import streamlit as st  # noqa: E402
+
+PAGES_DIR = REPO_ROOT / "pages"
+SECTIONS: dict[str, list[tuple[str, str, str]]] = {
+    "Studio": [
+        ("home.py", "Home", ":material/home:"),
+        ("models.py", "Models", ":material/neurology:"),
+    ],
+}
+
+
+def build_pages() -> dict[str, list[st.Page]]:
+    """The navigation: one ``st.Page`` per entry of ``SECTIONS``; the first page is the default."""
+    first = True
+    pages: dict[str, list[st.Page]] = {}
+    for section, entries in SECTIONS.items():
+        pages[section] = []
+        for file_name, title, icon in entries:
+            pages[section].append(st.Page(PAGES_DIR / file_name, title=title, icon=icon, default=first))
+            first = False
+    return pages
+
+
+st.set_page_config(page_title="the studio", page_icon=":material/science:", layout="wide")
+st.navigation(build_pages()).run()

@@ -1,0 +1,107 @@
+"""Background jobs: work that outlives a page render (pulls now; generation, sync, training later).
+
+A job is ``python -m studio --job-id ID <command ...>`` started as its own process (new session,
+output to ``STUDIO_HOME/logs/jobs/ID.log``). The process reports progress through
+``studio.progress.ProgressReporter``, which writes the one event format to the ``jobs`` table; pages
+poll ``get_job`` in a fragment, so a page reload keeps showing it. A job whose process is gone
+while its row still says running is reconciled to failed on the next read: never "running" forever.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from storage import jobs as job_store
+from storage.db import get_database
+from storage.ids import new_id
+from storage.jobs import JobInfo
+from studio import settings as settings_mod
+from studio.errors import NotFound
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["JobInfo", "start_job", "get_job", "list_jobs", "cancel_job", "job_log_path"]
+
+
+def job_log_path(job_id: str) -> Path:
+    return settings_mod.current().logs_dir / "jobs" / f"{job_id}.log"
+
+
+def start_job(kind: str, argv: list[str], name: str) -> str:
+    """Start ``python -m studio <argv>`` in the background; return its job id at once."""
+    db = get_database()
+    job_id = new_id("job")
+    job_store.insert_job(db, job_id, kind, name, {"argv": argv})
+    log_path = job_log_path(job_id)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "studio", "--job-id", job_id, *argv],
+            cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    job_store.set_pid(db, job_id, proc.pid, socket.gethostname())
+    return job_id
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _reconcile(job: JobInfo) -> JobInfo:
+    if job.active and job.pid and job.host == socket.gethostname() and not _alive(job.pid):
+        tail = _log_tail(job.id)
+        error = "The job's process ended without reporting a result (killed or crashed)."
+        if tail:
+            error += f" Last log lines: {tail}"
+        job_store.mark_finished(get_database(), job.id, "failed", error)
+        job.status, job.error = "failed", error
+    return job
+
+
+def _log_tail(job_id: str, lines: int = 5) -> str:
+    path = job_log_path(job_id)
+    if not path.exists():
+        return ""
+    return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+
+
+def get_job(job_id: str) -> JobInfo:
+    job = job_store.get_job(get_database(), job_id)
+    if job is None:
+        raise NotFound(f"There is no job {job_id!r}.", hint="`python -m studio status` lists recent jobs.")
+    return _reconcile(job)
+
+
+def list_jobs(kind: str | None = None, active_only: bool = False) -> list[JobInfo]:
+    jobs = [_reconcile(j) for j in job_store.list_jobs(get_database(), kind, active_only)]
+    return [j for j in jobs if j.active] if active_only else jobs
+
+
+def cancel_job(job_id: str) -> JobInfo:
+    job = get_job(job_id)
+    if job.active and job.pid and _alive(job.pid):
+        try:
+            os.killpg(job.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    job_store.mark_finished(get_database(), job_id, "cancelled", "Cancelled by the user.")
+    return get_job(job_id)

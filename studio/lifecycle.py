@@ -1,0 +1,282 @@
+"""Start, supervise and stop the studio's embedded services: the llama.cpp server and the app.
+
+Why a supervisor: the studio runs on one machine for days; a crashed model server should come
+back on its own, with backoff, and say why it died, instead of leaving pages with connection
+errors. ``up`` runs the supervisor in the foreground (Ctrl-C stops everything) or detached;
+``down`` stops it from any process. What each service is doing is kept in
+``STUDIO_HOME/services/<name>.json`` so ``service_health`` answers even if the supervisor died.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from studio import procs
+from studio.procs import ServiceHandle, read_state, update_state
+from studio.errors import NotFound, ServiceError
+from studio.settings import Settings, current
+from studio.supervisor import Supervisor, already_running_error, running_supervisor, supervisor_path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+APP_SCRIPT = REPO_ROOT / "studio" / "app.py"
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+SERVICES = ("app", "llm")
+START_TIMEOUT_S = 60.0
+_DETACHED: list[subprocess.Popen] = []  # detached supervisors this process started (reaped in down)
+
+
+@dataclass(frozen=True)
+class ServiceHealth:
+    name: str
+    state: str              # 'running' | 'stopped' | 'failed' | 'starting'
+    url: str | None
+    pid: int | None
+    detail: str
+    restarts: int = 0
+
+
+# -- starting one service ----------------------------------------------------------------------
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    env["STUDIO_HOME"] = str(settings.home)
+    env["STUDIO_CACHE"] = str(settings.cache_dir)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _start_process(name: str, cmd: list[str], settings: Settings, port: int, port_env: str,
+                   url: str, health_url: str, explain: Callable[[str, int], str],
+                   timeout_s: float = START_TIMEOUT_S) -> ServiceHandle:
+    """Spawn ``cmd`` with its output in ``logs/<name>.log`` and wait until ``health_url`` answers."""
+    if procs.port_in_use(settings.host, port):
+        raise ServiceError(f"Port {port} on {settings.host} is in use, so the {name} server cannot start.",
+                           hint=f"Stop the program using it or set {port_env} to a free port.")
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.logs_dir / f"{name}.log"
+    with open(log_path, "ab") as log:
+        offset = log.tell()
+        log.write(f"=== {datetime.now().isoformat()} starting: {' '.join(cmd)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
+            env=_child_env(settings), start_new_session=True, preexec_fn=procs.die_with_parent,
+        )
+    handle = ServiceHandle(name, process, url, health_url, port, log_path, offset)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not handle.alive():
+            raise ServiceError(f"The {name} server did not start: {explain(handle.log_tail(60), process.returncode)}",
+                               hint=f"The full log is {log_path}.")
+        if procs.http_ok(health_url, 1.0):
+            return handle
+        time.sleep(0.25)
+    handle.stop()
+    raise ServiceError(f"The {name} server did not answer {health_url} within {timeout_s:.0f} s.",
+                       hint=f"See {log_path}; a slow disk or a busy machine may need another try.")
+
+
+_LLAMA_ERROR = re.compile(r"(gguf_init\w*|llama_model_load\w*|llama_model_loader|error loading model|"
+                          r"invalid magic|failed to read|not within the file bounds|unknown model architecture)")
+
+
+def explain_llm_failure(log_tail: str, code: int | None, port: int | None = None) -> str:
+    """Why llama.cpp's server exited, in one sentence, from the tail of its log."""
+    if "address already in use" in log_tail.lower():
+        return f"port {port} is in use: set STUDIO_LLM_PORT to a free port."
+    reasons = [ln.strip() for ln in log_tail.splitlines() if _LLAMA_ERROR.search(ln) and "File " not in ln]
+    if reasons or "Failed to load model" in log_tail:
+        detail = "; ".join(dict.fromkeys(reasons[:3])) or "llama.cpp could not read it"
+        return f"the GGUF failed to load: {detail}."
+    last = [ln for ln in log_tail.splitlines() if ln.strip()]
+    return f"it exited with code {code}: {last[-1].strip() if last else 'no output'}."
+
+
+def explain_app_failure(log_tail: str, code: int | None, port: int | None = None) -> str:
+    if "already in use" in log_tail.lower():
+        return f"port {port} is in use: set STUDIO_APP_PORT to a free port."
+    last = [ln for ln in log_tail.splitlines() if ln.strip()]
+    return f"it exited with code {code}: {last[-1].strip() if last else 'no output'}."
+
+
+def llm_url(settings: Settings) -> str:
+    return f"http://{procs.client_host(settings.host)}:{settings.llm_port}/v1"
+
+
+def app_url(settings: Settings) -> str:
+    return f"http://{procs.client_host(settings.host)}:{settings.app_port}"
+
+
+def _embedded_gguf() -> Path:
+    from studio.services.models import get_model  # lazy: the registry opens the database
+
+    try:
+        record = get_model(EMBEDDED_MODEL)
+    except NotFound:
+        record = None
+    if record is None or not record.gguf_path or not Path(record.gguf_path).is_file():
+        raise ServiceError(f"The embedded model {EMBEDDED_MODEL} is not pulled yet.",
+                           hint="Run `python -m studio models pull` (or `python -m studio up`, which pulls it).")
+    return Path(record.gguf_path)
+
+
+def start_llm_server(settings: Settings, gguf_path: Path | None = None,
+                     timeout_s: float = START_TIMEOUT_S) -> ServiceHandle:
+    """The embedded OpenAI-compatible llama.cpp server, serving the GGUF as ``smollm2-135m-instruct``."""
+    gguf = Path(gguf_path) if gguf_path else _embedded_gguf()
+    if not gguf.is_file():
+        raise ServiceError(f"The GGUF {gguf} does not exist.", hint="Pull the model again: `python -m studio models pull`.")
+    port = settings.llm_port
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf.resolve()), "--host", settings.host,
+           "--port", str(port), "--n_ctx", "2048", "--model_alias", EMBEDDED_MODEL]
+    url = llm_url(settings)
+    return _start_process("llm", cmd, settings, port, "STUDIO_LLM_PORT", url, f"{url}/models",
+                          lambda tail, code: explain_llm_failure(tail, code, port), timeout_s)
+
+
+def start_app(settings: Settings, timeout_s: float = START_TIMEOUT_S) -> ServiceHandle:
+    """The Streamlit app (``studio/app.py``), headless, bound to ``settings.host``."""
+    if not APP_SCRIPT.is_file():
+        raise ServiceError(f"The app entry {APP_SCRIPT} is missing.", hint="Restore studio/app.py from the repository.")
+    port = settings.app_port
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.address", settings.host,
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    url = app_url(settings)
+    return _start_process("app", cmd, settings, port, "STUDIO_APP_PORT", url, f"{url}/_stcore/health",
+                          lambda tail, code: explain_app_failure(tail, code, port), timeout_s)
+
+
+# -- the supervisor ----------------------------------------------------------------------------
+def _starter(name: str) -> Callable[[Settings], ServiceHandle]:
+    return start_llm_server if name == "llm" else start_app
+
+
+def _ensure_embedded_model(progress: Callable[[str], None]) -> None:
+    from studio.services.models import ensure_embedded_endpoint, pull_model
+
+    def report(message: str, fraction: float | None) -> None:
+        progress(f"{message} ({fraction:.0%})" if fraction is not None else message)
+
+    try:
+        _embedded_gguf()
+        ensure_embedded_endpoint()
+    except ServiceError:
+        progress(f"pulling the embedded model {EMBEDDED_MODEL} (first start only)")
+        pull_model(EMBEDDED_MODEL, progress=report)
+
+
+def _refuse_if_running(settings: Settings) -> None:
+    info = running_supervisor(settings)
+    if info:
+        raise already_running_error(info)
+
+
+def up(detach: bool = False, with_llm: bool = True, progress: Callable[[str], None] = print,
+       with_app: bool = True) -> None:
+    """Start the embedded services and supervise them (foreground), or hand that to a detached
+    supervisor and return once they are healthy."""
+    settings = current()
+    settings.ensure_home()
+    _refuse_if_running(settings)
+    if with_app and not APP_SCRIPT.is_file():
+        raise ServiceError(f"The app entry {APP_SCRIPT} is missing.", hint="Restore studio/app.py from the repository.")
+    if with_llm:
+        _ensure_embedded_model(progress)
+    wanted = [n for n, on in (("llm", with_llm), ("app", with_app)) if on]
+    if not detach:
+        Supervisor(settings, {n: _starter(n) for n in wanted}, progress).run()
+        return
+    _start_detached(settings, wanted, progress)
+
+
+def run_supervisor(names: list[str]) -> None:
+    """Entry of the detached supervisor process."""
+    settings = current()
+    try:
+        Supervisor(settings, {n: _starter(n) for n in names}, lambda m: print(m, flush=True)).run()
+    except ServiceError as exc:
+        print(f"error: {exc}", flush=True)
+        sys.exit(1)
+
+
+def _start_detached(settings: Settings, wanted: list[str], progress: Callable[[str], None]) -> None:
+    for name in wanted:
+        update_state(settings, name, status="starting", pid=None, last_error=None, restarts=0)
+    code = f"from studio.lifecycle import run_supervisor; run_supervisor({wanted!r})"
+    log_path = settings.logs_dir / "supervisor.log"
+    with open(log_path, "ab") as log:
+        offset = log.tell()
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=_child_env(settings),
+                                start_new_session=True)
+    _DETACHED.append(proc)
+    deadline = time.monotonic() + START_TIMEOUT_S * len(wanted) + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            failed = [f"{n}: {s.get('last_error')}" for n in wanted if (s := read_state(settings, n)).get("last_error")]
+            reason = "; ".join(failed) or procs.tail(log_path, 5, offset) or f"exit code {proc.returncode}"
+            raise ServiceError(f"The studio did not start ({reason})", hint=f"See the logs in {settings.logs_dir}.")
+        states = [read_state(settings, n) for n in wanted]
+        if all(s.get("status") == "running" and procs.pid_alive(s.get("pid")) for s in states):
+            for s in states:
+                progress(f"{s['name']} running at {s['url']}")
+            progress(f"the studio runs in the background (PID {proc.pid}); `python -m studio down` stops it")
+            return
+        time.sleep(0.3)
+    down()
+    raise ServiceError("The studio did not become healthy in time.", hint=f"See the logs in {settings.logs_dir}.")
+
+
+def down() -> list[str]:
+    """Stop the supervisor and any service process it left behind; safe to call repeatedly."""
+    settings = current()
+    done: list[str] = []
+    info = running_supervisor(settings)
+    if info and procs.terminate(info["pid"], info.get("pid_start_time"), timeout_s=30):
+        done.append(f"stopped the supervisor (PID {info['pid']})")
+    for proc in list(_DETACHED):
+        if proc.poll() is not None:
+            _DETACHED.remove(proc)
+    supervisor_path(settings).unlink(missing_ok=True)
+    for name in SERVICES:
+        state = read_state(settings, name)
+        if not state:
+            continue
+        if procs.terminate(state.get("pid") or 0, state.get("pid_start_time")):
+            done.append(f"stopped {name} (PID {state['pid']})")
+        if state.get("status") in ("running", "starting") or state.get("pid"):
+            update_state(settings, name, status="stopped", pid=None)
+    return done or ["nothing running"]
+
+
+def service_health() -> list[ServiceHealth]:
+    """What each service is doing now: state files plus a quick probe of each URL."""
+    settings = current()
+    supervised = running_supervisor(settings) is not None
+    return [_health(name, read_state(settings, name), supervised) for name in SERVICES]
+
+
+def _health(name: str, state: dict, supervised: bool) -> ServiceHealth:
+    if not state:
+        return ServiceHealth(name, "stopped", None, None, "never started; `python -m studio up` starts it")
+    url, pid, restarts = state.get("url"), state.get("pid"), int(state.get("restarts") or 0)
+    alive = procs.pid_alive(pid, state.get("pid_start_time"))
+    status, error = state.get("status"), state.get("last_error")
+    if status == "failed":
+        return ServiceHealth(name, "failed", url, None, error or "failed", restarts)
+    if alive and procs.http_ok(state.get("health_url") or "", 0.5):
+        return ServiceHealth(name, "running", url, pid, f"answering at {url}", restarts)
+    if alive:
+        return ServiceHealth(name, "starting", url, pid, "the process is up but not answering yet", restarts)
+    if supervised and status in ("starting", "running"):  # crashed; the supervisor restarts it
+        return ServiceHealth(name, "starting", url, None, f"restarting after: {error}" if error else "starting", restarts)
+    detail = "the process is gone; `python -m studio up` starts it" if status == "running" else "stopped"
+    return ServiceHealth(name, "stopped", url, None, detail, restarts)

@@ -1,0 +1,1 @@
+"""Services: typed verb functions shared by the pages and the CLI (no Streamlit imports)."""

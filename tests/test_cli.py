@@ -1,0 +1,73 @@
+"""The CLI: same services as the pages; bad input is one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from studio.cli import main
+from tests.fixtures.core import REPO_ROOT
+
+
+def run_cli(studio_home, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, STUDIO_HOME=str(studio_home), PYTHONPATH=str(REPO_ROOT))
+    return subprocess.run([sys.executable, "-m", "studio", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_status_json_on_a_fresh_home(studio_home):
+    result = run_cli(studio_home, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["schema_version"] >= 1 and data["home"] == str(studio_home)
+    assert set(data["counts"]) >= {"seeds", "preference_pairs", "sft_pairs", "training_runs", "votes"}
+    assert {s["name"] for s in data["services"]} >= {"app", "llm"}
+    assert any("models pull" in step for step in data["next_steps"])
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    ([], 2, "the following arguments are required: command"),
+    (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+    (["models", "remove", "no-such-model"], 3, "no-such-model"),
+    (["prices", "set", "gpt-x", "-1", "2"], 2, "input price -1.0 is not valid"),
+    (["prices", "set", "gpt-x", "one", "2"], 2, "invalid float value: 'one'"),
+    (["models", "pull", "not-a-packaged-model"], 2, "not-a-packaged-model"),
+    (["jobs", "show", "job_missing"], 3, "There is no job 'job_missing'"),
+])
+def test_bad_input_is_one_line_and_a_non_zero_exit(studio_home, capsys, argv, code, message):
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_subprocess_sees_the_same_one_line(studio_home):
+    result = run_cli(studio_home, "models", "add", str(studio_home / "nowhere"))
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_prices_round_trip(studio_home, capsys):
+    assert main(["prices", "set", "gpt-4o-mini", "0.15", "0.6"]) == 0
+    assert main(["prices", "list"]) == 0
+    assert "gpt-4o-mini  0.15" in capsys.readouterr().out
+
+
+def test_read_only_home_is_one_line(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a read-only tmpfs")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)]).returncode:
+        pytest.skip("tmpfs mounts are not allowed here")
+    try:
+        result = run_cli(ro / "home", "status")
+    finally:
+        subprocess.run(["umount", "-l", str(ro)])
+    assert result.returncode == 1
+    assert "is not writable" in result.stderr and "Point STUDIO_HOME" in result.stderr
