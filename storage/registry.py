@@ -109,9 +109,12 @@ def _endpoint_from_row(row) -> EndpointRecord:
     )
 
 
-def insert_model(db: Database, model: ModelRecord) -> ModelRecord:
+def insert_model(db: Database, model: ModelRecord, replace: bool = False) -> ModelRecord:
+    """Insert; with ``replace=True`` the row of the same name is swapped in one transaction."""
     model.id = model.id or new_id("mdl")
-    with db.session() as cur:
+    with db.session(transaction=replace) as cur:
+        if replace:
+            cur.execute(DELETE_MODEL, [model.name])
         cur.execute(INSERT_MODEL, [
             model.id, model.name, model.kind, model.source, model.hf_path, model.gguf_path,
             model.adapter_path, model.base_model_id, model.training_run_id, model.architecture,
@@ -137,9 +140,12 @@ def delete_model(db: Database, name: str) -> bool:
         return bool(cur.execute(DELETE_MODEL, [name]).fetchone()[0])
 
 
-def insert_endpoint(db: Database, endpoint: EndpointRecord) -> EndpointRecord:
+def insert_endpoint(db: Database, endpoint: EndpointRecord, replace: bool = False) -> EndpointRecord:
+    """Insert; with ``replace=True`` the row of the same name is swapped in one transaction."""
     endpoint.id = endpoint.id or new_id("ep")
-    with db.session() as cur:
+    with db.session(transaction=replace) as cur:
+        if replace:
+            cur.execute(DELETE_ENDPOINT, [endpoint.name])
         cur.execute(INSERT_ENDPOINT, [
             endpoint.id, endpoint.name, endpoint.base_url, endpoint.model, endpoint.api_key_env,
             endpoint.api_key_secret, endpoint.concurrency, endpoint.timeout_s, endpoint.max_retries,

@@ -61,6 +61,7 @@ def test_success_records_usage_cost_and_ledger_row(fake_openai, db):
     assert (row["backend"], row["model"], row["stage"], row["status"]) == ("openai", MODEL, "responses", "ok")
     assert (row["prompt_tokens"], row["completion_tokens"], row["cached"]) == (5, 5, False)
     assert row["cost_usd"] == pytest.approx(gen.cost_usd) and row["cache_key"] == gen.cache_key
+    assert row["id"] == gen.call_id
 
 
 def test_prices_fall_back_to_default_row_then_free(db):

@@ -198,3 +198,16 @@ def test_disk_filling_up_mid_write_is_a_clear_error_and_keeps_committed_rows(mou
     reopened = Database(disk / "studio.duckdb")
     assert pairs.count_preference_pairs(reopened) == 1
     reopened.close()
+
+
+def test_replacing_a_registry_row_is_atomic(db):
+    first = registry.insert_model(db, registry.ModelRecord(name="m", kind="hf", source="pull", hf_path="/old"))
+    moved = registry.ModelRecord(name="m", kind="hf", source="pull", hf_path="/new", id=first.id)
+    registry.insert_model(db, moved, replace=True)
+    [stored] = registry.list_models(db)
+    assert (stored.id, stored.hf_path) == (first.id, "/new")
+    clash = registry.ModelRecord(name="m", kind="hf", source="pull", hf_path="/newer", id="mdl_other")
+    registry.insert_model(db, registry.ModelRecord(name="x", kind="hf", source="pull", id="mdl_other"))
+    with pytest.raises(Exception, match="(?i)constraint|duplicate"):
+        registry.insert_model(db, clash, replace=True)  # the id is taken: nothing is deleted either
+    assert registry.get_model(db, "m").hf_path == "/new"

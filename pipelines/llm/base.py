@@ -59,6 +59,7 @@ class Generation:
     finish_reason: str | None = None
     cached: bool = False
     cache_key: str | None = None
+    call_id: str | None = None  # the cost-ledger row of this call, when a ledger records it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

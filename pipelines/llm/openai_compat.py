@@ -200,13 +200,15 @@ class OpenAICompatibleBackend(LLMBackend):
     def _record(self, gen: Generation | None, key: str | None, start: float, error: BackendError | None = None):
         if self.ledger is None:
             return
-        self.ledger.record(
+        call_id = self.ledger.record(
             backend=self.backend, endpoint_id=self.endpoint_id, model=self.model, cache_key=key,
             cached=bool(gen and gen.cached), prompt_tokens=gen.prompt_tokens if gen else None,
             completion_tokens=gen.completion_tokens if gen else None, latency_ms=monotonic_ms(start),
             cost_usd=gen.cost_usd if gen else 0.0, status="error" if error else "ok",
             error=str(error) if error else None,
         )
+        if gen is not None:
+            gen.call_id = call_id  # lineage: instructions and judgments name the call that made them
 
     async def _complete(self, messages: Messages, params: SamplingParams, key: str | None,
                         hit: Generation | None) -> Generation:

@@ -209,8 +209,7 @@ def pull_model(name: str = DEFAULT_MODEL, progress: Progress | None = None) -> M
     record = _pulled_record(name, gguf, hf)
     if existing is not None:  # STUDIO_HOME moved: keep the id other rows refer to
         record.id, record.created_at = existing.id, existing.created_at
-        registry.delete_model(db, name)
-    registry.insert_model(db, record)
+    registry.insert_model(db, record, replace=existing is not None)
     ensure_embedded_endpoint()
     return record
 
@@ -301,8 +300,7 @@ def ensure_embedded_endpoint() -> EndpointRecord:
                             timeout_s=120.0, max_retries=3, embedded=True)
     if existing is not None:
         record.id, record.created_at = existing.id, existing.created_at
-        registry.delete_endpoint(db, EMBEDDED_ENDPOINT)
-    return registry.insert_endpoint(db, record)
+    return registry.insert_endpoint(db, record, replace=existing is not None)
 
 
 # -- targets and backends ----------------------------------------------------------------------
