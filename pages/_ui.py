@@ -13,7 +13,11 @@ from studio import jobs
 from studio.errors import NotFound, StudioError
 
 JOB_POLL_S = 2.0
-_STATE_ICONS = {"running": "🟢", "starting": "🟡", "stopped": "⚪", "failed": "🔴"}
+# Material icons come with Streamlit's web font, so they render even where no emoji font is installed.
+_STATE_STYLES = {
+    "running": ("green", "check_circle"), "starting": ("orange", "pending"),
+    "stopped": ("gray", "radio_button_unchecked"), "failed": ("red", "error"),
+}
 
 
 def show_error(err: StudioError) -> None:
@@ -42,8 +46,9 @@ def show_flashes() -> None:
 
 
 def state_label(state: str) -> str:
-    """A service state with a coloured dot, e.g. '🟢 running'."""
-    return f"{_STATE_ICONS.get(state, '❔')} {state}"
+    """A service state as coloured Markdown with an icon, e.g. ':green[:material/check_circle: running]'."""
+    color, icon = _STATE_STYLES.get(state, ("gray", "help"))
+    return f":{color}[:material/{icon}: {state}]"
 
 
 def human_count(value: float | int | None) -> str:

@@ -261,11 +261,20 @@ def service_health() -> list[ServiceHealth]:
     """What each service is doing now: state files plus a quick probe of each URL."""
     settings = current()
     supervised = running_supervisor(settings) is not None
-    return [_health(name, read_state(settings, name), supervised) for name in SERVICES]
+    return [_health(name, read_state(settings, name), supervised, settings) for name in SERVICES]
 
 
-def _health(name: str, state: dict, supervised: bool) -> ServiceHealth:
+def _default_urls(name: str, settings: Settings) -> tuple[str, str]:
+    if name == "llm":
+        return llm_url(settings), llm_url(settings) + "/models"
+    return app_url(settings), app_url(settings) + "/_stcore/health"
+
+
+def _health(name: str, state: dict, supervised: bool, settings: Settings) -> ServiceHealth:
     if not state:
+        url, health_url = _default_urls(name, settings)
+        if procs.http_ok(health_url, 0.3):  # e.g. `streamlit run studio/app.py` started by hand
+            return ServiceHealth(name, "running", url, None, f"answering at {url} (not started by `python -m studio up`)")
         return ServiceHealth(name, "stopped", None, None, "never started; `python -m studio up` starts it")
     url, pid, restarts = state.get("url"), state.get("pid"), int(state.get("restarts") or 0)
     alive = procs.pid_alive(pid, state.get("pid_start_time"))

@@ -29,6 +29,7 @@ class ProgressReporter:
         self._bar: tqdm | None = None
         self._stage_started = time.monotonic()
         self._last_db = 0.0
+        self._printed: str | None = None
         if job_id:
             import os
 
@@ -81,8 +82,9 @@ class ProgressReporter:
             if self.event.get("message"):
                 self._bar.set_postfix_str(str(self.event["message"])[:60], refresh=False)
             self._bar.refresh()
-        elif not self.job_id and self.event.get("message"):
-            print(self.event["message"], file=sys.stderr)
+        elif not self.job_id and self.event.get("message") and self.event["message"] != self._printed:
+            self._printed = self.event["message"]  # no terminal: one line per new message, not per update
+            print(self._printed, file=sys.stderr)
 
     def _flush(self) -> None:
         self._last_db = time.monotonic()
