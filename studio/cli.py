@@ -216,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     j_sub.add_parser("list")
     j_sub.add_parser("show").add_argument("job")
     j_sub.add_parser("cancel").add_argument("job")
+
+    from studio.cli_seeds import register as register_seeds
+
+    register_seeds(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Generation: seeds -> instructions -> candidate responses -> judgments -> SFT and preference pairs."""
