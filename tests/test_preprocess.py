@@ -12,9 +12,9 @@ from pipelines.generate.pii import PII_KINDS, find_pii, iban_is_valid, luhn_is_v
 from pipelines.generate.preprocess import (
     PreprocessConfig,
     StepReport,
-    normalize_text,
     preprocess,
 )
+from pipelines.generate.normalize import normalize_text
 from studio.errors import BadInput
 
 OFF = dict(normalize_whitespace=False, strip_emoji=False, dedup_exact=False, dedup_near=False, scrub_pii=False)

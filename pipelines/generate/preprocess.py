@@ -22,17 +22,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
-import unicodedata
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-import numpy as np
-
+from pipelines.generate.dedup import near_duplicates
+from pipelines.generate.normalize import normalize_text
 from pipelines.generate.pii import PII_KINDS, scrub_text
-from studio.errors import BadInput, StudioError
+from studio.errors import BadInput
 
 STEP_ORDER: tuple[str, ...] = ("normalize", "pii", "length", "exact_dedup", "near_dedup")
 PII_ACTIONS: tuple[str, ...] = ("redact", "drop")
@@ -331,127 +328,6 @@ def _near_dedup_step(step: _Step, rows: list[_Row], config: PreprocessConfig) ->
 # Mongolian vowel separator, and the bidi embedding/override/isolate controls ("Trojan Source").
 # ZWJ/ZWNJ (U+200D/U+200C) stay: they are meaningful in emoji sequences and in Persian and Indic text.
 # C0/C1 control characters go too, except tab and newline.
-_INVISIBLE = dict.fromkeys([0x200B, 0x2060, 0xFEFF, 0x00AD, 0x180E, *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
-_INVISIBLE.update({c: None for c in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if chr(c) not in "\t\n"})
-_LINE_BREAKS = {0x2028: "\n", 0x2029: "\n\n", 0x0085: "\n"}
-_SPACE_RUN = re.compile(r"[^\S\n]{2,}|[^\S\n ]")
-_FENCE = re.compile(r"^\s*(```|~~~)")
-_KEEP_SYMBOLS = frozenset("\u00a9\u00ae\u2122")  # (c), (R), TM are typography, not pictographs
-
-
-def _strip_emoji(text: str) -> str:
-    try:
-        import emoji
-    except ModuleNotFoundError as err:
-        raise StudioError("Emoji stripping needs the 'emoji' package.", hint="pip install emoji, or turn strip_emoji off.") from err
-    return emoji.replace_emoji(text, replace=lambda chars, _data: chars if chars in _KEEP_SYMBOLS else "")
-
-
-def _tidy_lines(text: str) -> str:
-    """Collapse space runs inside lines, keep indentation, leave fenced code alone, keep one blank line."""
-    out: list[str] = []
-    in_fence = False
-    for line in text.split("\n"):
-        line = line.rstrip()
-        if _FENCE.match(line):
-            in_fence = not in_fence
-        elif not in_fence:
-            body = line.lstrip()
-            line = line[: len(line) - len(body)] + _SPACE_RUN.sub(" ", body)
-            if not line and out and not out[-1]:
-                continue
-        out.append(line)
-    return "\n".join(out).strip()
-
-
-def normalize_text(text: str, *, whitespace: bool = True, emoji: bool = False) -> tuple[str, list[str]]:
-    """Return the normalized text and what changed (the causes a report counts)."""
-    causes: list[str] = []
-
-    def stage(cause: str, new: str) -> None:
-        nonlocal text
-        if new != text:
-            causes.append(cause)
-            text = new
-
-    if emoji:
-        stage("emoji removed", _strip_emoji(text))
-    if whitespace:
-        stage("unicode composed (NFC)", unicodedata.normalize("NFC", text))
-        stage("line endings normalised", text.replace("\r\n", "\n").replace("\r", "\n").translate(_LINE_BREAKS))
-        stage("invisible or control characters removed", text.translate(_INVISIBLE))
-        stage("whitespace normalised", _tidy_lines(text))
-    return text, causes
-
-
-# --- near duplicates -------------------------------------------------------------------------------
-
-SHORT_TEXT_WORDS = 10  # below this, word shingles are too few to compare; character 5-grams are used
-_WORD = re.compile(r"\w+")
-
-
-def shingles(text: str, size: int) -> list[int]:
-    """Distinct 32-bit hashes of word ``size``-grams, or of character 5-grams for texts under 10 words.
-
-    Mixing the two is harmless: with Jaccard >= 0.8, a 9-word text can only match texts of 11 words or
-    fewer, which share too few word shingles to pass anyway. Word n-gram hashes are combined from
-    per-word CRC32s with numpy (a Python loop over joined strings was the slowest part of a 10k run).
-    """
-    words = _WORD.findall(text.casefold())
-    if len(words) < max(SHORT_TEXT_WORDS, size):
-        joined = " ".join(words) or text.casefold().strip()
-        return sorted({zlib.crc32(b"c" + joined[i:i + 5].encode()) for i in range(max(1, len(joined) - 4))}) if joined else []
-    word_hashes = np.fromiter(map(zlib.crc32, map(str.encode, words)), dtype=np.uint64, count=len(words))
-    count = len(words) - size + 1
-    combined = np.zeros(count, dtype=np.uint64)
-    for offset in range(size):
-        combined = combined * np.uint64(0x9E3779B97F4A7C15) + word_hashes[offset:offset + count]  # wraps mod 2**64
-    return np.unique((combined ^ (combined >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).tolist()
-
-
-def near_duplicates(texts: list[tuple[Any, str]], *, threshold: float, num_perm: int, shingle_size: int) -> dict[int, tuple[int, float]]:
-    """For each ``(group, text)`` that is a near-duplicate of an earlier kept one in its group:
-    position -> (position of that kept text, Jaccard similarity). Only kept texts are indexed, so
-    ``duplicate_of`` always names an item that survives, and chains cannot form."""
-    try:
-        from datasketch import MinHash, MinHashLSH
-    except ModuleNotFoundError as err:
-        raise StudioError("Near-duplicate removal needs the 'datasketch' package.", hint="pip install datasketch, or turn dedup_near off.") from err
-    group_sizes = Counter(group for group, _ in texts)
-    # The LSH only proposes candidates; each is checked with the exact Jaccard of the shingle sets. So it
-    # is tuned 0.15 below the threshold: at 0.8 datasketch's own optimum finds a 0.85-similar pair only
-    # ~70% of the time, 0.65 finds it >99% of the time for a few cheap extra checks. Bands and rows are
-    # computed once (datasketch's optimizer) and shared by the per-group indexes.
-    probe = MinHashLSH(threshold=max(0.05, threshold - 0.15), num_perm=num_perm)
-    params = (probe.b, probe.r)
-    sketch = MinHash(num_perm=num_perm, seed=1, hashfunc=int)
-    indexes: dict[Any, MinHashLSH] = {}
-    kept_shingles: dict[int, set[int]] = {}
-    matches: dict[int, tuple[int, float]] = {}
-    for position, (group, text) in enumerate(texts):
-        gram_list = shingles(text, shingle_size) if group_sizes[group] > 1 else []
-        if not gram_list:
-            continue
-        grams = set(gram_list)
-        sketch.clear()  # one sketch reused: the LSH keeps band hashes, not the sketch object
-        sketch.update_batch(gram_list)
-        index = indexes.get(group)
-        if index is None:
-            index = indexes[group] = MinHashLSH(num_perm=num_perm, params=params)
-        best: tuple[float, int] | None = None
-        for candidate in sorted(index.query(sketch)):
-            other = kept_shingles[candidate]
-            similarity = len(grams & other) / len(grams | other)
-            if similarity >= threshold and (best is None or similarity > best[0]):
-                best = (similarity, candidate)
-        if best is not None:
-            matches[position] = (best[1], best[0])
-        else:
-            index.insert(position, sketch, check_duplication=False)
-            kept_shingles[position] = grams
-    return matches
-
-
 _STEPS = {
     "normalize": _normalize_step,
     "pii": _pii_step,
