@@ -21,6 +21,7 @@ SECTIONS: dict[str, list[tuple[str, str, str]]] = {
     "Studio": [
         ("home.py", "Home", ":material/home:"),
         ("models.py", "Models", ":material/neurology:"),
+        ("generate.py", "Generate", ":material/auto_awesome:"),
     ],
 }
 

@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.cli_seeds import register as register_seeds
 
     register_seeds(sub)
+    from studio.cli_generate import register as register_generate
+
+    register_generate(sub)
     return parser
 
 

@@ -8,7 +8,8 @@ for throughput benchmarks (``python -m tests.fake_openai_server --latency 0.2 --
 
 It speaks ``POST /v1/chat/completions`` (also ``stream: true`` as server-sent events) and
 ``GET /v1/models``. Replies are deterministic: ``echo #<n>: <last user message>`` with a
-``usage`` block counting whitespace-separated words.
+``usage`` block counting whitespace-separated words, unless ``Behavior.reply`` scripts the answer
+from the request (tests of the generation pipeline answer task lists, responses and judge JSON).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Behavior:
     omit_usage: bool = False            # leave the ``usage`` block out
     required_key: str | None = None     # if set, any other bearer token gets 401 (echoing it, like some servers)
     reject_marker: str | None = None    # a last user message containing this gets 400
+    fail_500_after: int | None = None   # chat requests numbered above N get 500 (an endpoint dying mid-run)
+    reply: Callable[[dict], str | None] | None = None  # scripted answer text from the request; None = echo
     model: str = "fake-model"
     finish_reason: str = "stop"
 
@@ -204,7 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
         if number <= b.fail_429_first:
             headers = {"Retry-After": f"{b.retry_after:g}"} if b.retry_after is not None else None
             return self._error(429, "Rate limit reached; slow down.", "rate_limit_exceeded", headers)
-        if number <= b.fail_429_first + b.fail_500_first:
+        if number <= b.fail_429_first + b.fail_500_first or (b.fail_500_after is not None and number > b.fail_500_after):
             return self._error(500, "The server had an error while processing your request.", "server_error")
         if b.hang_s:
             time.sleep(b.hang_s)
@@ -221,7 +224,8 @@ class _Handler(BaseHTTPRequestHandler):
         if b.garbage:
             self._send(200, b"<html>502 upstream gone \x00\xff</html>", content_type="text/html")
             return 200
-        text = f"echo #{number}: {last_user}"
+        scripted = b.reply(request) if b.reply is not None else None
+        text = scripted if scripted is not None else f"echo #{number}: {last_user}"
         prompt_tokens = sum(_words(str(m.get("content", ""))) for m in messages)
         if request.get("stream"):
             self._stream(text, b)

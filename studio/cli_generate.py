@@ -1,0 +1,228 @@
+"""CLI commands for generation: ``generate``, ``generations list|show|resume|stop`` and ``export``.
+
+``studio.cli`` adds them with ``register(sub)``. ``generate`` runs in the foreground with a progress
+bar (or, started by the Generate page, as a background job that reports to its job row). The first
+Ctrl-C (or SIGTERM, which is how a job is cancelled) stops cleanly after the current batch and says
+how to resume; a second Ctrl-C aborts at once, and a resume still loses nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from studio.errors import StudioError
+
+EXIT = {"succeeded": 0, "partial": 1, "failed": 1, "stopped": 130, "interrupted": 130}
+JOB_STATUS = {"succeeded": "succeeded", "stopped": "cancelled"}
+
+
+class StopFlag:
+    """``should_stop`` for run_generation: set by the first SIGINT/SIGTERM; a second SIGINT aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nStopping after the current batch (Ctrl-C again to abort now)...", file=sys.stderr, flush=True)
+
+    def install(self) -> "StopFlag":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread (e.g. called from a test's worker): no handlers
+                pass
+        return self
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+def _print_summary(summary) -> None:
+    c = summary.counts
+    print(f"run {summary.run_id} ({summary.name}): {summary.status}")
+    print(f"  instructions {c.get('instructions', 0)} (kept {c.get('instructions_kept', 0)}, removed "
+          f"{c.get('instructions_removed', 0)}, unparsable {c.get('instructions_failed', 0)})")
+    print(f"  responses    {c.get('responses', 0)} (kept {c.get('responses_kept', 0)}, removed "
+          f"{c.get('responses_removed', 0)})")
+    print(f"  judgments    {c.get('judgments', 0)} (unparsable {c.get('judgments_failed', 0)}, repaired "
+          f"{c.get('judgments_repaired', 0)})")
+    print(f"  pairs        {c.get('preference_pairs', 0)} preference, {c.get('sft_pairs', 0)} SFT")
+    print(f"  calls        {c.get('calls', 0)} ({c.get('cached_calls', 0)} from the cache), "
+          f"{summary.tokens:,} tokens, ${summary.cost_usd:.4f}")
+    if summary.failed:
+        print("  failed       " + ", ".join(f"{n} {stage}" for stage, n in summary.failed.items()))
+    if summary.message:
+        print(summary.message)
+
+
+def cmd_generate(args) -> int:
+    from pipelines.generate.config import GenerationConfig
+
+    config = GenerationConfig.from_yaml(Path(args.config))
+    return _run(config, args.run_id, args.job_id)
+
+
+def _run(config, run_id: str | None, job_id: str | None) -> int:
+    from pipelines.generate.run import run_generation
+    from studio.progress import ProgressReporter
+
+    reporter = ProgressReporter(job_id)
+    stop = StopFlag().install()
+    try:
+        summary = run_generation(config, run_id=run_id, job_id=job_id, progress=reporter, should_stop=stop)
+    except BaseException as exc:
+        reporter.finish("cancelled" if isinstance(exc, KeyboardInterrupt) else "failed", str(exc) or type(exc).__name__)
+        raise
+    finally:
+        stop.restore()
+    status = JOB_STATUS.get(summary.status, "failed")
+    reporter.finish(status, None if status == "succeeded" else summary.message)
+    _print_summary(summary)
+    return EXIT.get(summary.status, 1)
+
+
+def cmd_generations(args) -> int:
+    from studio.services import generate as service
+
+    if args.action == "list":
+        runs = service.list_runs()
+        if args.json:
+            print(json.dumps([r.to_dict() for r in runs], indent=2, default=str))
+            return 0
+        from studio.cli import _table
+
+        _table([{"id": r.run_id, "name": r.name, "status": r.status, "instructions": r.counts.get("instructions_kept"),
+                 "responses": r.counts.get("responses_kept"), "preference": r.counts.get("preference_pairs"),
+                 "sft": r.counts.get("sft_pairs"), "tokens": r.tokens, "cost_usd": f"{r.cost_usd:.4f}",
+                 "created_at": r.created_at} for r in runs],
+               ["id", "name", "status", "instructions", "responses", "preference", "sft", "tokens", "cost_usd",
+                "created_at"])
+    elif args.action == "show":
+        _show(service.get_run(args.run), args.json)
+    elif args.action == "resume":
+        if args.background:
+            started = service.resume_generation(args.run)
+            print(f"resuming {started.run_id} in the background (job {started.job_id})")
+            return 0
+        from pipelines.generate.config import GenerationConfig
+
+        detail = service.get_run(args.run)
+        if detail.summary.status in ("queued", "running"):
+            from studio.errors import BadInput
+
+            raise BadInput(f"The run {args.run} is still {detail.summary.status}.", hint="Wait for it, or stop it first.")
+        config = detail.config or GenerationConfig.from_yaml(detail.config_yaml)
+        return _run(config, args.run, args.job_id)
+    elif args.action == "stop":
+        summary = service.stop_generation(args.run)
+        print(f"{summary.run_id}: stop requested ({summary.status})")
+    return 0
+
+
+def _show(detail, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"summary": detail.summary.to_dict(), "config": detail.config_yaml, "progress": detail.progress,
+                          "preprocess": detail.report, "ledger": detail.ledger, "hint": detail.hint},
+                         indent=2, default=str))
+        return
+    _print_summary(detail.summary)
+    from studio.cli import _table
+
+    print("\ncost ledger by stage and model")
+    _table(detail.ledger.get("by_stage_model", []),
+           ["stage", "model", "calls", "cached_calls", "errors", "prompt_tokens", "completion_tokens", "cost_usd"])
+    for kind, per in (detail.ledger.get("per_kept_pair") or {}).items():
+        if per:
+            print(f"per kept {kind} pair: {per['tokens']:.0f} tokens, ${per['cost_usd']:.6f}")
+    for table, steps in detail.report.items():
+        print(f"\npreprocessing of {table}")
+        _table([{**s, "reasons": ", ".join(f"{k}: {v}" for k, v in s.get("reasons", {}).items())} for s in steps],
+               ["step", "input_count", "removed", "changed", "reasons"])
+    if detail.hint:
+        print(f"\n{detail.hint}")
+
+
+def cmd_export(args) -> int:
+    from studio.services import generate as service
+
+    filters = {"run_id": args.run, "model": args.model, "min_confidence": args.min_confidence,
+               "max_confidence": args.max_confidence}
+    summary = service.export_pairs(args.kind, args.format, args.out, filters, overwrite=args.overwrite)
+    print(f"wrote {summary.rows} {summary.kind} pairs to {summary.path} ({summary.fmt})")
+    return 0
+
+
+def register(sub) -> None:
+    """Add the generation commands to ``python -m studio``'s subparsers."""
+    from studio.cli import _Parser
+
+    gen = sub.add_parser("generate", help="run a generation config: seeds -> instructions -> responses -> "
+                                          "judge -> pairs (same --run-id resumes)")
+    gen.add_argument("config", help="a YAML config (see examples/generate.yaml)")
+    gen.add_argument("--run-id", help="the run to create, or to resume when it exists")
+    gen.set_defaults(func=cmd_generate)
+
+    runs = sub.add_parser("generations", help="generation runs: list, show, resume, stop")
+    runs.set_defaults(func=cmd_generations)
+    r_sub = runs.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    r_list = r_sub.add_parser("list", help="every run with its counts, tokens and cost")
+    r_list.add_argument("--json", action="store_true")
+    r_show = r_sub.add_parser("show", help="one run: counts, ledger by stage and model, preprocessing report")
+    r_show.add_argument("run")
+    r_show.add_argument("--json", action="store_true")
+    r_resume = r_sub.add_parser("resume", help="continue a stopped, failed, partial or interrupted run")
+    r_resume.add_argument("run")
+    r_resume.add_argument("--background", action="store_true", help="run it as a background job")
+    r_sub.add_parser("stop", help="stop a running run after its current batch").add_argument("run")
+
+    exp = sub.add_parser("export", help="export preference or SFT pairs in TRL's conversational format")
+    exp.add_argument("--kind", choices=("preference", "sft"), default="preference")
+    exp.add_argument("--format", choices=("jsonl", "parquet", "datasets"), default="jsonl")
+    exp.add_argument("--out", required=True, help="a file (jsonl, parquet) or a folder (datasets)")
+    exp.add_argument("--run", help="only this generation run")
+    exp.add_argument("--model", help="only pairs with a response from this model")
+    exp.add_argument("--min-confidence", type=float, help="only pairs the judge is at least this sure of (0-1)")
+    exp.add_argument("--max-confidence", type=float, help="only pairs with at most this confidence (0-1)")
+    exp.add_argument("--overwrite", action="store_true", help="replace PATH if it exists")
+    exp.set_defaults(func=cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with only these commands (plus the hidden --job-id), for running this module alone."""
+    from studio.cli import _Parser
+
+    parser = _Parser(prog="studio", description="The studio's generation commands.")
+    parser.add_argument("--job-id", help=argparse.SUPPRESS)
+    register(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m studio.cli_generate ...``: the same commands as ``python -m studio ...``."""
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except StudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; nothing stored is lost. Resume with `python -m studio generations resume RUN`.",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Generation runs: configure, start, resume, stop, list, inspect, browse pairs, lineage, export.
+
+The Generate page and the CLI call these. A run started here works in the background: a job runs
+``python -m studio generate <config.yaml> --run-id <id>`` (the very command a user can type), so it
+survives page reloads and its progress arrives in the one job format. A run's status is reconciled
+with its process on every read: a job that was killed shows 'interrupted' with a resume hint,
+never 'running' forever.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.generate.config import GenerationConfig
+from pipelines.generate.export import ExportSummary
+from pipelines.generate.run import RunSummary, check_targets, process_alive, resume_hint, summary_from
+from storage import generation as store
+from storage import generation_queries as queries
+from storage.db import get_database
+from storage.ids import new_id
+from storage.pairs import PairFilter
+from studio import jobs
+from studio import settings as settings_mod
+from studio.errors import BadInput, NotFound
+
+ACTIVE = ("queued", "running")
+MAX_PAGE = 1000
+EXAMPLE_SEEDS = ["Explain what a hash map is and when to use one.",
+                 "Write a short, polite email declining a meeting invitation.",
+                 "A train travels 120 km in 1.5 hours. What is its average speed?"]
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_id: str
+    job_id: str
+
+
+@dataclass
+class RunDetail:
+    summary: RunSummary
+    config: GenerationConfig | None
+    config_yaml: str
+    job: jobs.JobInfo | None
+    progress: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)   # preprocessing: what each step removed and why
+    ledger: dict[str, Any] = field(default_factory=dict)   # total, by_stage, by_model, by_stage_model, per_kept_pair
+    resumable: bool = False
+    hint: str | None = None
+
+
+# -- configs ------------------------------------------------------------------------------------------
+def default_config() -> GenerationConfig:
+    """A working start: example seeds, Self-Instruct, two candidates, the LLM judge, all on the embedded endpoint."""
+    return GenerationConfig.from_dict({"name": "generation", "seeds": {"texts": list(EXAMPLE_SEEDS)}})
+
+
+def config_from_yaml(text: str) -> GenerationConfig:
+    return GenerationConfig.from_yaml(text)
+
+
+def config_to_yaml(config: GenerationConfig) -> str:
+    return config.to_yaml()
+
+
+def config_path(run_id: str) -> Path:
+    return settings_mod.current().runs_dir / "generation" / f"{run_id}.yaml"
+
+
+def _write_config(run_id: str, config: GenerationConfig) -> Path:
+    path = config_path(run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.to_yaml(), encoding="utf-8")
+    return path
+
+
+# -- start / resume / stop ---------------------------------------------------------------------------------
+def _launch(run_id: str, config: GenerationConfig) -> RunStarted:
+    path = _write_config(run_id, config)
+    job_id = jobs.start_job("generation", ["generate", str(path), "--run-id", run_id], f"generate {config.name}")
+    store.set_run_job(get_database(), run_id, job_id)
+    return RunStarted(run_id, job_id)
+
+
+def start_generation(config: GenerationConfig) -> RunStarted:
+    """Create the run and start it in the background; returns at once."""
+    check_targets(config)
+    run_id = new_id("gen")
+    store.create_run(get_database(), run_id, config.name, config.to_dict(), status="queued")
+    return _launch(run_id, config)
+
+
+def resume_generation(run_id: str) -> RunStarted:
+    """Start a stopped, failed, partial or interrupted run again; it skips what is stored."""
+    run = _get_run_row(run_id)
+    if run["status"] in ACTIVE:
+        raise BadInput(f"The run {run_id} is still {run['status']}.", hint="Wait for it, or stop it first.")
+    config = GenerationConfig.from_dict(run["config"])
+    check_targets(config)
+    store.set_run_status(get_database(), run_id, "queued", finished=False)
+    return _launch(run_id, config)
+
+
+def stop_generation(run_id: str) -> RunSummary:
+    """Ask the run's process to stop after its current batch (the run becomes 'stopped', resumable)."""
+    run = _get_run_row(run_id)
+    if run["status"] not in ACTIVE:
+        return _summary(run)
+    job = _job(run)
+    process = (run.get("report") or {}).get("process") or {}
+    if job is not None and job.active:
+        jobs.cancel_job(job.id)             # SIGTERM: the generate command stops between batches
+    elif process_alive(process):
+        os.kill(int(process["pid"]), signal.SIGTERM)
+    else:
+        store.set_run_status(get_database(), run_id, "stopped", finished=True)
+    return _summary(_get_run_row(run_id))
+
+
+# -- reading ------------------------------------------------------------------------------------------------
+def _get_run_row(run_id: str) -> dict:
+    run = store.get_run(get_database(), run_id)
+    if run is None:
+        raise NotFound(f"There is no generation run {run_id!r}.", hint="`python -m studio generations list` lists them.")
+    return _reconcile(run)
+
+
+def _job(run: dict) -> jobs.JobInfo | None:
+    if not run.get("job_id"):
+        return None
+    try:
+        return jobs.get_job(run["job_id"])
+    except NotFound:
+        return None
+
+
+def _reconcile(run: dict) -> dict:
+    """A run whose process is gone while the row says queued/running becomes 'interrupted' (or
+    'stopped' when its job was cancelled), with a resume hint."""
+    if run["status"] not in ACTIVE:
+        return run
+    job = _job(run)
+    process = (run.get("report") or {}).get("process") or {}
+    # The runner clears ``process`` when it finishes; while its pid lives it is still writing (a
+    # cancelled job's process finishes its batch first).
+    alive = (job is not None and job.active) or process_alive(process)
+    if alive:
+        return run
+    status = "stopped" if job is not None and job.status == "cancelled" else "interrupted"
+    why = (job.error if job is not None and job.error else "its process ended without finishing (killed or crashed)")
+    message = f"The run was {status}: {why}. Nothing stored is lost. {resume_hint(run['id'])}"
+    db = get_database()
+    if store.set_run_status_if(db, run["id"], status, run["status"]):
+        store.update_report(db, run["id"], {"message": message, "process": None})
+    return store.get_run(db, run["id"])
+
+
+def _summary(run: dict, counts: dict | None = None) -> RunSummary:
+    if counts is None:
+        counts = queries.run_counts(get_database(), run["id"]).get(run["id"], {})
+    return summary_from(run, counts)
+
+
+def list_runs(limit: int = 200) -> list[RunSummary]:
+    db = get_database()
+    counts = queries.run_counts(db)
+    return [_summary(_reconcile(run), counts.get(run["id"], {})) for run in store.list_runs(db, limit)]
+
+
+def get_run(run_id: str) -> RunDetail:
+    run = _get_run_row(run_id)
+    summary = _summary(run)
+    job = _job(run)
+    try:
+        config = GenerationConfig.from_dict(run["config"])
+        config_yaml = config.to_yaml()
+    except BadInput:  # a config stored by an older version: shown as stored
+        import yaml
+
+        config, config_yaml = None, yaml.safe_dump(run["config"], sort_keys=False)
+    resumable = run["status"] not in ACTIVE and run["status"] != "succeeded"
+    return RunDetail(summary=summary, config=config, config_yaml=config_yaml, job=job,
+                     progress=job.progress if job else {}, report=(run.get("report") or {}).get("preprocess", {}),
+                     ledger=queries.run_ledger(get_database(), run_id), resumable=resumable,
+                     hint=resume_hint(run_id) if resumable else None)
+
+
+# -- pairs ---------------------------------------------------------------------------------------------------
+def _filters(filters: PairFilter | dict | None) -> PairFilter:
+    if filters is None or isinstance(filters, PairFilter):
+        out = filters or PairFilter()
+    else:
+        known = set(PairFilter.__dataclass_fields__)
+        unknown = sorted(set(filters) - known)
+        if unknown:
+            raise BadInput(f"Unknown pair filter(s): {', '.join(unknown)}.", hint=f"Use: {', '.join(sorted(known))}.")
+        out = PairFilter(**{k: v for k, v in filters.items() if v is not None and v != ""})
+    for name in ("min_confidence", "max_confidence"):
+        value = getattr(out, name)
+        if value is not None and not 0 <= value <= 1:
+            raise BadInput(f"{name}={value} is out of range.", hint="Use a confidence from 0 to 1.")
+    if out.max_length is not None and out.max_length < 1:
+        raise BadInput(f"max_length={out.max_length} is out of range.", hint="Use a length of 1 character or more.")
+    return out
+
+
+def list_pairs(kind: str, filters: PairFilter | dict | None = None, limit: int = 50, offset: int = 0,
+               order: str = "newest") -> list[dict]:
+    if not 1 <= int(limit) <= MAX_PAGE or int(offset) < 0:
+        raise BadInput(f"limit={limit}, offset={offset} is not a valid page.",
+                       hint=f"Ask for 1 to {MAX_PAGE} pairs per page from an offset of 0 or more.")
+    return queries.list_pairs(get_database(), kind, _filters(filters), limit, offset, order)
+
+
+def count_pairs(kind: str, filters: PairFilter | dict | None = None) -> int:
+    return queries.count_pairs(get_database(), kind, _filters(filters))
+
+
+def get_lineage(kind: str, pair_id: str) -> dict:
+    lineage = queries.pair_lineage(get_database(), kind, pair_id)
+    if lineage is None:
+        raise NotFound(f"There is no {kind} pair {pair_id!r}.", hint="Pick a pair from the listing.")
+    return lineage
+
+
+def export_pairs(kind: str, fmt: str, path: str | Path, filters: PairFilter | dict | None = None,
+                 overwrite: bool = False) -> ExportSummary:
+    from pipelines.generate.export import export_pairs as export
+
+    return export(kind, fmt, path, _filters(filters), overwrite=overwrite)
