@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,13 +85,18 @@ class Settings:
         return self.home / "secrets.toml"
 
     def ensure_home(self) -> None:
-        """Create the folders; fail with a clear message on a read-only or full disk."""
+        """Create the folders; fail with a clear message on a read-only or full disk.
+
+        Checked once per process and home (it is on every ``get_database()`` path). The probe file
+        is named per process and thread: several processes check the same home at once."""
+        if self.home in _verified_homes:
+            return
         try:
             for folder in (self.home, self.models_dir, self.runs_dir, self.services_dir, self.logs_dir):
                 folder.mkdir(parents=True, exist_ok=True)
-            probe = self.home / ".write-probe"
+            probe = self.home / f".write-probe-{os.getpid()}-{threading.get_ident()}"
             probe.write_text("ok")
-            probe.unlink()
+            probe.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(
                 f"STUDIO_HOME {self.home} is not writable ({exc.strerror or exc}).",
@@ -102,6 +108,10 @@ class Settings:
                 f"The disk under STUDIO_HOME {self.home} has only {free // (1024 * 1024)} MB free.",
                 hint="Free some space or point STUDIO_HOME at a larger disk (the studio needs at least 200 MB).",
             )
+        _verified_homes.add(self.home)
+
+
+_verified_homes: set[Path] = set()
 
 
 def current() -> Settings:
