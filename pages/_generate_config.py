@@ -112,6 +112,8 @@ def judge_section(data: dict, targets: dict) -> None:
     if judge["kind"] == "llm":
         with c1:
             judge["target"] = choice("Judge model", targets, judge["target"], key=_key("judge_target"))
+        if warning := gen_svc.judge_warning(judge["target"]):
+            st.warning(warning, icon=":material/warning:")
         modes = {"pointwise": "Pointwise: rate each candidate",
                  "pairwise": "Pairwise: also compare best and worst, in both orders"}
         with c2:

@@ -316,3 +316,12 @@ def test_a_rubric_judge_checks_its_parameters_then_labels_a_run(fake_endpoint):
     assert len(pairs) == run.counts["preference_pairs"] > 0 and set(pairs["judge"]) == {"rubric:length"}
     raw = [c.value for c in at.code]
     assert any('"passed": true' in r for r in raw) and any('"passed": false' in r for r in raw), raw
+
+
+def test_the_embedded_model_as_llm_judge_is_warned_about(studio_home):
+    from studio.services.models import ensure_embedded_endpoint
+
+    ensure_embedded_endpoint()
+    at = run_page("Configure & run")
+    assert not at.exception
+    assert "almost never writes a verdict" in texts(at)

@@ -227,3 +227,8 @@ def test_more_bad_input_is_refused_with_the_fix(db, fake_endpoint, tmp_path):
         GenerationConfig.from_yaml(latin)
     with pytest.raises(BadInput, match="A config must be YAML text or a path, not int"):
         GenerationConfig.from_yaml(42)
+
+
+def test_the_embedded_model_as_judge_gets_a_warning():
+    assert "almost never writes a verdict" in service.judge_warning("endpoint:embedded")
+    assert service.judge_warning("endpoint:openai") is None and service.judge_warning(None) is None

@@ -232,3 +232,15 @@ def export_pairs(kind: str, fmt: str, path: str | Path, filters: PairFilter | di
     from pipelines.generate.export import export_pairs as export
 
     return export(kind, fmt, path, _filters(filters), overwrite=overwrite)
+
+
+SMALL_JUDGE_WARNING = (
+    "SmolLM2-135M, the embedded model, almost never writes a verdict the studio can parse (1 in 36 replies "
+    "in our tests), so most candidates would go unjudged and few pairs come out. Pick a bigger endpoint as "
+    "the judge, or use a programmatic rubric."
+)
+
+
+def judge_warning(target: str | None) -> str | None:
+    """A warning to show when the chosen LLM judge is known to be too small to judge."""
+    return SMALL_JUDGE_WARNING if target == "endpoint:embedded" else None
