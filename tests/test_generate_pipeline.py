@@ -243,3 +243,11 @@ def test_batches_use_the_endpoint_concurrency(db, fake_endpoint, concurrency):
     summary = run_generation(config)
     assert summary.status == "succeeded" and fake_endpoint.stats.requests == 32
     assert fake_endpoint.stats.max_in_flight == concurrency
+
+
+def test_self_instruct_drops_echoed_placeholders_that_small_models_write():
+    from pipelines.generate.templates import parse_task_list
+
+    reply = ("Here are the tasks:\n1. <task>\n2. [explain your method]\n3. Write a poem about the sea.\n"
+             "4. [another_task](https://example.com/custom)\n5. List [three] prime numbers.")
+    assert parse_task_list(reply, 5) == ["Write a poem about the sea.", "List [three] prime numbers."]

@@ -154,8 +154,14 @@ def _marked_items(lines: list[str]) -> list[str]:
     return items
 
 
+# Small models echo the template's placeholders back as "tasks": <task>, [explain your method],
+# [another_task](https://...). An item that is nothing but such markup is not a task.
+_PLACEHOLDER = re.compile(r"^(?:</?[\w\s-]{1,40}>|\[[^\]]{1,80}\](?:\([^)]*\))?)$")
+
+
 def parse_task_list(text: str, n: int, exclude: str | None = None) -> list[str]:
-    """Up to ``n`` distinct tasks from a numbered/bulleted list, a JSON list, or plain lines."""
+    """Up to ``n`` distinct tasks from a numbered/bulleted list, a JSON list, or plain lines
+    (echoed placeholders such as ``<task>`` are not tasks)."""
     body = "\n".join(m.group(1) for m in _FENCE.finditer(text)) if "```" in text else text
     items = _json_items(body)
     if items is None:
@@ -169,7 +175,7 @@ def parse_task_list(text: str, n: int, exclude: str | None = None) -> list[str]:
     out, seen = [], {(exclude or "").strip().lower()}
     for item in items:
         cleaned = _clean(item)
-        if cleaned and not _PREAMBLE.match(cleaned) and cleaned.lower() not in seen:
+        if cleaned and not _PREAMBLE.match(cleaned) and not _PLACEHOLDER.match(cleaned) and cleaned.lower() not in seen:
             seen.add(cleaned.lower())
             out.append(cleaned)
         if len(out) >= n:
