@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from studio.services import generate as gen_svc
 from studio.services import models as models_svc
 from studio.services import seeds as seeds_svc
+from tests.apptest_helpers import texts, widget
 from tests.fixtures.core import REPO_ROOT
 from tests.generate_script import scripted_reply
 
@@ -34,17 +35,6 @@ def run_page(tab: str = "Seeds") -> AppTest:
 def open_tab(at: AppTest, tab: str) -> AppTest:
     at.query_params["tab"] = tab
     return rerun(at)
-
-
-def texts(at: AppTest) -> str:
-    groups = (at.markdown, at.caption, at.info, at.success, at.warning, at.error, at.title, at.subheader)
-    return "\n".join(str(element.value) for group in groups for element in group)
-
-
-def widget(elements, label: str):
-    matches = [w for w in elements if w.label == label]
-    assert matches, f"no widget labelled {label!r}; have {[w.label for w in elements]}"
-    return matches[0]
 
 
 def rerun(at: AppTest) -> AppTest:

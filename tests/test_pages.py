@@ -20,6 +20,7 @@ from storage.db import get_database
 from studio import jobs
 from studio.services import models as models_service
 from studio.services import status as status_service
+from tests.apptest_helpers import texts, widget
 from tests.fixtures.core import REPO_ROOT, free_port
 
 APP = REPO_ROOT / "studio" / "app.py"
@@ -32,18 +33,6 @@ def run_page(path) -> AppTest:
     at = AppTest.from_file(str(path), default_timeout=TIMEOUT_S).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def texts(at: AppTest) -> str:
-    """Everything the page wrote as markdown, captions, info boxes and alerts, as one string."""
-    groups = (at.markdown, at.caption, at.info, at.success, at.warning, at.error, at.title, at.subheader)
-    return "\n".join(str(element.value) for group in groups for element in group)
-
-
-def widget(elements, label: str):
-    matches = [w for w in elements if w.label == label]
-    assert matches, f"no widget labelled {label!r}; have {[w.label for w in elements]}"
-    return matches[0]
 
 
 @pytest.fixture
