@@ -44,6 +44,15 @@ for start in range(0, len(status.services), SERVICES_PER_ROW):
             extra += [f"{service.restarts} restarts"] if service.restarts else []
             st.caption(" · ".join([service.detail, *extra]) if service.detail else " · ".join(extra) or " ")
 
+st.subheader("Human review in Argilla")
+argilla = status.argilla
+if argilla is not None:
+    where = "embedded" if argilla.embedded else "external"
+    st.markdown(f"**[{argilla.url}]({argilla.url})** ({where}) &nbsp; {state_label('running' if argilla.healthy else 'failed')}")
+    (st.caption if argilla.healthy else st.warning)(argilla.detail)
+    if argilla.login_hint:
+        st.markdown(argilla.login_hint)
+
 st.subheader("Your data, stage by stage")
 stages = list(status.counts.items())
 for start in range(0, len(stages), METRICS_PER_ROW):

@@ -59,4 +59,25 @@ else
   echo "Installed in $(( $(date +%s) - start )) s."
   echo "$want" > "$stamp"
 fi
+# 4. The embedded Argilla server in its own environment (its pins clash with the studio's).
+ARGILLA_VENV="$ROOT/.venv-argilla"
+argilla_files=(requirements-argilla.txt constraints-argilla.txt)
+argilla_stamp="$ARGILLA_VENV/.setup-stamp"
+argilla_want=$(cat "${argilla_files[@]}" | sha256sum | cut -d' ' -f1)
+if [ -f "$argilla_stamp" ] && [ "$(cat "$argilla_stamp")" = "$argilla_want" ]; then
+  echo "Argilla server packages are up to date (.venv-argilla)."
+else
+  if [ ! -x "$ARGILLA_VENV/bin/python" ]; then
+    step "Creating the Argilla server's virtual environment in .venv-argilla"
+    "$PYTHON" -m venv "$ARGILLA_VENV"
+    "$ARGILLA_VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip
+  fi
+  step "Installing argilla-server and osmem-server into .venv-argilla (about a minute)"
+  "$ARGILLA_VENV/bin/pip" install --disable-pip-version-check -q \
+      -r requirements-argilla.txt -c constraints-argilla.txt || {
+    echo "error: pip could not install the Argilla server (see above)." >&2; exit 1; }
+  "$ARGILLA_VENV/bin/python" -c "import argilla_server, osmem_server" || {
+    echo "error: the Argilla server installed but does not import (see above)." >&2; exit 1; }
+  echo "$argilla_want" > "$argilla_stamp"
+fi
 echo "Setup done."

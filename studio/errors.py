@@ -43,6 +43,10 @@ class ServiceError(StudioError):
     """An embedded service failed to start, crashed, or is already running."""
 
 
+class ReviewError(StudioError):
+    """Argilla (embedded or external) cannot be reached, refuses the key, or answers unexpectedly."""
+
+
 class ModelLoadError(StudioError):
     """A folder or file is not a loadable model."""
 
@@ -77,3 +81,13 @@ class ServerFailed(BackendError):
 
 class BadResponse(BackendError):
     """The endpoint answered with something that is not a chat completion."""
+
+
+class TrainingError(StudioError):
+    """A training run cannot start or failed: a bad spec, too little data, a model that cannot train."""
+
+    exit_code = 2
+
+
+class TrainingCancelled(TrainingError):
+    """The run was asked to stop; its last checkpoint is kept so it can resume."""

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from studio import procs
+from studio import argilla_embedded, procs
 from studio.procs import ServiceHandle, read_state, update_state
 from studio.errors import NotFound, ServiceError
 from studio.settings import Settings, current
@@ -28,7 +28,7 @@ from studio.supervisor import Supervisor, already_running_error, running_supervi
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_SCRIPT = REPO_ROOT / "studio" / "app.py"
 EMBEDDED_MODEL = "smollm2-135m-instruct"
-SERVICES = ("app", "llm")
+SERVICES = (*argilla_embedded.PARTS, "llm", "app")  # in start order
 START_TIMEOUT_S = 60.0
 _DETACHED: list[subprocess.Popen] = []  # detached supervisors this process started (reaped in down)
 
@@ -53,12 +53,19 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _start_process(name: str, cmd: list[str], settings: Settings, port: int, port_env: str,
+def _start_process(name: str, cmd: list[str], settings: Settings, port: int | None, port_env: str,
                    url: str, health_url: str, explain: Callable[[str, int], str],
-                   timeout_s: float = START_TIMEOUT_S) -> ServiceHandle:
-    """Spawn ``cmd`` with its output in ``logs/<name>.log`` and wait until ``health_url`` answers."""
-    if procs.port_in_use(settings.host, port):
-        raise ServiceError(f"Port {port} on {settings.host} is in use, so the {name} server cannot start.",
+                   timeout_s: float = START_TIMEOUT_S, *, label: str | None = None,
+                   ready: Callable[[ServiceHandle], bool] | None = None, cwd: Path | None = None,
+                   env: dict[str, str] | None = None, bind_host: str | None = None) -> ServiceHandle:
+    """Spawn ``cmd`` with its output in ``logs/<name>.log`` and wait until it is ready
+    (``ready(handle)``, by default ``health_url`` answering; see ``procs.probe``)."""
+    host = bind_host or settings.host
+    if port is not None and procs.port_in_use(host, port):
+        if label:
+            raise ServiceError(f"{label} did not start: port {port} on {host} is in use.",
+                               hint=f"Stop the program using it or set {port_env} to a free port.")
+        raise ServiceError(f"Port {port} on {host} is in use, so the {name} server cannot start.",
                            hint=f"Stop the program using it or set {port_env} to a free port.")
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.logs_dir / f"{name}.log"
@@ -67,20 +74,23 @@ def _start_process(name: str, cmd: list[str], settings: Settings, port: int, por
         log.write(f"=== {datetime.now().isoformat()} starting: {' '.join(cmd)}\n".encode())
         log.flush()
         process = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
-            env=_child_env(settings), start_new_session=True, preexec_fn=procs.die_with_parent,
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd or REPO_ROOT,
+            env=env or _child_env(settings), start_new_session=True, preexec_fn=procs.die_with_parent,
         )
-    handle = ServiceHandle(name, process, url, health_url, port, log_path, offset)
+    handle = ServiceHandle(name, process, url, health_url, port or 0, log_path, offset)
+    is_ready = ready or (lambda h: procs.probe(h.health_url, 1.0))
+    what = label or f"The {name} server"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not handle.alive():
-            raise ServiceError(f"The {name} server did not start: {explain(handle.log_tail(60), process.returncode)}",
+            raise ServiceError(f"{what} did not start: {explain(handle.log_tail(60), process.returncode)}",
                                hint=f"The full log is {log_path}.")
-        if procs.http_ok(health_url, 1.0):
+        if is_ready(handle):
             return handle
         time.sleep(0.25)
     handle.stop()
-    raise ServiceError(f"The {name} server did not answer {health_url} within {timeout_s:.0f} s.",
+    target = f" {health_url}" if health_url else ""
+    raise ServiceError(f"{what} did not become ready{target} within {timeout_s:.0f} s.",
                        hint=f"See {log_path}; a slow disk or a busy machine may need another try.")
 
 
@@ -156,7 +166,14 @@ def start_app(settings: Settings, timeout_s: float = START_TIMEOUT_S) -> Service
 
 # -- the supervisor ----------------------------------------------------------------------------
 def _starter(name: str) -> Callable[[Settings], ServiceHandle]:
+    if name in argilla_embedded.STARTERS:
+        return argilla_embedded.STARTERS[name]
     return start_llm_server if name == "llm" else start_app
+
+
+def _supervisor(settings: Settings, names: list[str], progress: Callable[[str], None]) -> Supervisor:
+    hooks = {n: argilla_embedded.AFTER_RESTART[n] for n in names if n in argilla_embedded.AFTER_RESTART}
+    return Supervisor(settings, {n: _starter(n) for n in names}, progress, after_restart=hooks)
 
 
 def _ensure_embedded_model(progress: Callable[[str], None]) -> None:
@@ -180,7 +197,7 @@ def _refuse_if_running(settings: Settings) -> None:
 
 
 def up(detach: bool = False, with_llm: bool = True, progress: Callable[[str], None] = print,
-       with_app: bool = True) -> None:
+       with_app: bool = True, with_argilla: bool = True) -> None:
     """Start the embedded services and supervise them (foreground), or hand that to a detached
     supervisor and return once they are healthy."""
     settings = current()
@@ -190,9 +207,10 @@ def up(detach: bool = False, with_llm: bool = True, progress: Callable[[str], No
         raise ServiceError(f"The app entry {APP_SCRIPT} is missing.", hint="Restore studio/app.py from the repository.")
     if with_llm:
         _ensure_embedded_model(progress)
-    wanted = [n for n, on in (("llm", with_llm), ("app", with_app)) if on]
+    wanted = argilla_embedded.parts_to_run(settings) if with_argilla else []
+    wanted += [n for n, on in (("llm", with_llm), ("app", with_app)) if on]
     if not detach:
-        Supervisor(settings, {n: _starter(n) for n in wanted}, progress).run()
+        _supervisor(settings, wanted, progress).run()
         return
     _start_detached(settings, wanted, progress)
 
@@ -201,7 +219,7 @@ def run_supervisor(names: list[str]) -> None:
     """Entry of the detached supervisor process."""
     settings = current()
     try:
-        Supervisor(settings, {n: _starter(n) for n in names}, lambda m: print(m, flush=True)).run()
+        _supervisor(settings, names, lambda m: print(m, flush=True)).run()
     except ServiceError as exc:
         print(f"error: {exc}", flush=True)
         sys.exit(1)
@@ -218,7 +236,7 @@ def _start_detached(settings: Settings, wanted: list[str], progress: Callable[[s
                                 stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=_child_env(settings),
                                 start_new_session=True)
     _DETACHED.append(proc)
-    deadline = time.monotonic() + START_TIMEOUT_S * len(wanted) + 30
+    deadline = time.monotonic() + START_TIMEOUT_S * len(wanted) + argilla_embedded.BOOTSTRAP_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             failed = [f"{n}: {s.get('last_error')}" for n in wanted if (s := read_state(settings, n)).get("last_error")]
@@ -246,7 +264,7 @@ def down() -> list[str]:
         if proc.poll() is not None:
             _DETACHED.remove(proc)
     supervisor_path(settings).unlink(missing_ok=True)
-    for name in SERVICES:
+    for name in reversed(SERVICES):
         state = read_state(settings, name)
         if not state:
             continue
@@ -264,16 +282,21 @@ def service_health() -> list[ServiceHealth]:
     return [_health(name, read_state(settings, name), supervised, settings) for name in SERVICES]
 
 
-def _default_urls(name: str, settings: Settings) -> tuple[str, str]:
+def _default_urls(name: str, settings: Settings) -> tuple[str | None, str | None]:
+    if name in argilla_embedded.PARTS:
+        return argilla_embedded.default_urls(name, settings)
     if name == "llm":
         return llm_url(settings), llm_url(settings) + "/models"
     return app_url(settings), app_url(settings) + "/_stcore/health"
 
 
 def _health(name: str, state: dict, supervised: bool, settings: Settings) -> ServiceHealth:
+    unused = argilla_embedded.not_used_reason(name, settings)
+    if unused and not procs.pid_alive(state.get("pid"), state.get("pid_start_time")):
+        return ServiceHealth(name, "not used", None, None, unused)
     if not state:
         url, health_url = _default_urls(name, settings)
-        if procs.http_ok(health_url, 0.3):  # e.g. `streamlit run studio/app.py` started by hand
+        if health_url and procs.probe(health_url, 0.3):  # e.g. `streamlit run studio/app.py` started by hand
             return ServiceHealth(name, "running", url, None, f"answering at {url} (not started by `python -m studio up`)")
         return ServiceHealth(name, "stopped", None, None, "never started; `python -m studio up` starts it")
     url, pid, restarts = state.get("url"), state.get("pid"), int(state.get("restarts") or 0)
@@ -281,8 +304,8 @@ def _health(name: str, state: dict, supervised: bool, settings: Settings) -> Ser
     status, error = state.get("status"), state.get("last_error")
     if status == "failed":
         return ServiceHealth(name, "failed", url, None, error or "failed", restarts)
-    if alive and procs.http_ok(state.get("health_url") or "", 0.5):
-        return ServiceHealth(name, "running", url, pid, f"answering at {url}", restarts)
+    if alive and procs.probe(state.get("health_url"), 0.5):
+        return ServiceHealth(name, "running", url, pid, f"answering at {url}" if url else "running", restarts)
     if alive:
         return ServiceHealth(name, "starting", url, pid, "the process is up but not answering yet", restarts)
     if supervised and status in ("starting", "running"):  # crashed; the supervisor restarts it

@@ -112,6 +112,27 @@ def http_ok(url: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
+def redis_ping(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Redis answers PING with +PONG (the inline protocol; no client library needed)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def probe(url: str | None, timeout_s: float = 0.5) -> bool:
+    """Health of a service by its health URL: http(s) GET, ``redis://host:port`` PING, or no URL
+    at all (a worker without a port), which counts as healthy while its process lives."""
+    if not url:
+        return True
+    if url.startswith("redis://"):
+        host, _, port = url[len("redis://"):].split("/", 1)[0].rpartition(":")
+        return redis_ping(host.strip("[]"), int(port or 6379), timeout_s)
+    return http_ok(url, timeout_s)
+
+
 def read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

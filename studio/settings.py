@@ -24,6 +24,12 @@ ENV_HELP = {
     "STUDIO_APP_PORT": "port of the Streamlit app; default 8501",
     "STUDIO_LLM_PORT": "port of the embedded OpenAI-compatible llama.cpp server; default 8765",
     "STUDIO_DB_BUSY_TIMEOUT": "seconds to wait for another process to release the database; default 60",
+    "STUDIO_ARGILLA_PORT": "port of the embedded Argilla server (review UI and API); default 6900",
+    "STUDIO_REDIS_PORT": "port of the Redis the studio starts for Argilla's queue; default 6379",
+    "STUDIO_SEARCH_PORT": "port of the embedded search engine (osmem-server) for Argilla; default 9200",
+    "STUDIO_SEARCH_URL": "an external Elasticsearch 8 / OpenSearch 2 URL for the embedded Argilla, instead of osmem",
+    "STUDIO_ARGILLA_URL": "an external Argilla server to use instead of the embedded one (with ARGILLA_API_KEY)",
+    "ARGILLA_API_KEY": "the API key for STUDIO_ARGILLA_URL (read from the environment only, never stored)",
 }
 
 
@@ -45,6 +51,11 @@ class Settings:
     app_port: int = 8501
     llm_port: int = 8765
     db_busy_timeout_s: float = 60.0
+    argilla_port: int = 6900
+    redis_port: int = 6379
+    search_port: int = 9200
+    search_url: str | None = None      # external Elasticsearch / OpenSearch for the embedded Argilla
+    argilla_url: str | None = None     # external Argilla instead of the embedded one
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -58,6 +69,11 @@ class Settings:
             app_port=_env_int("STUDIO_APP_PORT", 8501),
             llm_port=_env_int("STUDIO_LLM_PORT", 8765),
             db_busy_timeout_s=float(_env_int("STUDIO_DB_BUSY_TIMEOUT", 60)),
+            argilla_port=_env_int("STUDIO_ARGILLA_PORT", 6900),
+            redis_port=_env_int("STUDIO_REDIS_PORT", 6379),
+            search_port=_env_int("STUDIO_SEARCH_PORT", 9200),
+            search_url=(os.environ.get("STUDIO_SEARCH_URL") or "").strip().rstrip("/") or None,
+            argilla_url=(os.environ.get("STUDIO_ARGILLA_URL") or "").strip().rstrip("/") or None,
         )
 
     @property

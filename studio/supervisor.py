@@ -52,6 +52,8 @@ def already_running_error(info: dict) -> ServiceError:
     where = ""
     if info.get("app_url"):
         where = f", app at {info['app_url']}"
+    elif info.get("argilla_url"):
+        where = f", Argilla at {info['argilla_url']}"
     elif info.get("llm_url"):
         where = f", model server at {info['llm_url']}"
     return ServiceError(f"The studio is already running (PID {info['pid']}{where}).",
@@ -96,23 +98,27 @@ class Supervisor:
     """Keeps the given services running until SIGTERM/SIGINT (or ``stop()``)."""
 
     def __init__(self, settings: Settings, starters: dict[str, Callable[[Settings], ServiceHandle]],
-                 progress: Callable[[str], None] = print):
+                 progress: Callable[[str], None] = print,
+                 after_restart: dict[str, Callable[[Settings], None]] | None = None):
         self.settings = settings
         self.services = [Managed(name, start) for name, start in starters.items()]
         self.progress = progress
+        self.after_restart = after_restart or {}  # e.g. reindex after the in-memory search engine restarts
         self.stopping = threading.Event()
 
     def stop(self, *_args) -> None:
         self.stopping.set()
 
     def run(self) -> None:
+        from studio.argilla_conn import embedded_url
         from studio.lifecycle import app_url, llm_url
 
         names = [m.name for m in self.services]
         info = {"pid": os.getpid(), "pid_start_time": procs.process_start_time(os.getpid()),
                 "started_at": datetime.now().astimezone().isoformat(), "services": names,
                 "app_url": app_url(self.settings) if "app" in names else None,
-                "llm_url": llm_url(self.settings) if "llm" in names else None}
+                "llm_url": llm_url(self.settings) if "llm" in names else None,
+                "argilla_url": embedded_url(self.settings) if "argilla" in names else None}
         _claim(self.settings, info)
         try:
             self._install_signals()
@@ -143,7 +149,8 @@ class Supervisor:
                 update_state(self.settings, managed.name, status="failed", pid=None, last_error=str(exc))
                 raise
             procs.record_running(self.settings, managed.handle, 0)
-            self.progress(f"{managed.name} running at {managed.handle.url} (PID {managed.handle.pid})")
+            where = f" at {managed.handle.url}" if managed.handle.url else ""
+            self.progress(f"{managed.name} running{where} (PID {managed.handle.pid})")
 
     def _check(self, managed: Managed) -> None:
         """Notice a crash, schedule a restart with backoff, or restart when it is due."""
@@ -169,6 +176,21 @@ class Supervisor:
             managed.restarts += 1
             procs.record_running(self.settings, managed.handle, managed.restarts)
             self.progress(f"{managed.name} restarted (restart {managed.restarts}) at {managed.handle.url}")
+            self._run_after_restart(managed)
+
+    def _run_after_restart(self, managed: Managed) -> None:
+        """The hook for a restarted part (a failure is reported and recorded, never fatal)."""
+        hook = self.after_restart.get(managed.name)
+        if hook is None:
+            return
+        try:
+            hook(self.settings)
+        except ServiceError as exc:
+            update_state(self.settings, managed.name, last_error=f"after restart: {exc}")
+            self.progress(f"{managed.name}: after the restart: {exc}")
+            return
+        update_state(self.settings, managed.name, recovered_at=datetime.now().astimezone().isoformat())
+        self.progress(f"{managed.name}: recovered after the restart")
 
     def _crashed(self, managed: Managed, reason: str, uptime_s: float) -> None:
         managed.fast_crashes = managed.fast_crashes + 1 if uptime_s < FAST_CRASH_S else 1

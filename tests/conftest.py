@@ -23,4 +23,5 @@ pytest_plugins = [
     "tests.fixtures.servers",
     "tests.fixtures.browser",
     "tests.fixtures.models",
+    "tests.fixtures.argilla",
 ]

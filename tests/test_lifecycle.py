@@ -118,7 +118,7 @@ def studio_ports(studio_home, monkeypatch, smollm2_gguf):
 
 
 def test_detached_up_restarts_a_killed_server_and_down_stops_everything(studio_ports):
-    lifecycle.up(detach=True, with_app=WITH_APP, progress=lambda _msg: None)
+    lifecycle.up(detach=True, with_app=WITH_APP, with_argilla=False, progress=lambda _msg: None)
     sup = supervisor.running_supervisor(lifecycle.current())
     llm = _health("llm")
     assert sup and llm.state == "running" and llm.restarts == 0
@@ -127,7 +127,7 @@ def test_detached_up_restarts_a_killed_server_and_down_stops_everything(studio_p
         assert _health("app").state == "running"
 
     with pytest.raises(ServiceError, match=rf"already running \(PID {sup['pid']}, .* at http.*python -m studio down"):
-        lifecycle.up(detach=True, with_app=WITH_APP)
+        lifecycle.up(detach=True, with_app=WITH_APP, with_argilla=False)
 
     os.kill(llm.pid, signal.SIGKILL)
     restarted = _wait(lambda: (h := _health("llm")).state == "running" and h.restarts == 1 and h, 40, "a restart")
@@ -157,7 +157,7 @@ def test_stale_supervisor_file_is_cleaned_up(studio_home):
 
 def test_foreground_up_stops_its_children_on_sigterm(studio_ports):
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
-    code = "from studio.lifecycle import up; up(with_app=False)"
+    code = "from studio.lifecycle import up; up(with_app=False, with_argilla=False)"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -210,7 +210,7 @@ def test_supervisor_gives_up_after_repeated_fast_crashes(studio_home, monkeypatc
 
 def test_supervisor_kill_takes_its_children_down(studio_ports):
     """A supervisor killed with SIGKILL leaves no orphaned server behind (PR_SET_PDEATHSIG)."""
-    lifecycle.up(detach=True, with_app=False, progress=lambda _msg: None)
+    lifecycle.up(detach=True, with_app=False, with_argilla=False, progress=lambda _msg: None)
     sup = supervisor.running_supervisor(lifecycle.current())
     llm_pid = _health("llm").pid
     os.kill(sup["pid"], signal.SIGKILL)

@@ -17,15 +17,18 @@ class StudioStatus:
     services: list = field(default_factory=list)   # list[studio.lifecycle.ServiceHealth]
     counts: dict[str, int] = field(default_factory=dict)
     next_steps: list[str] = field(default_factory=list)
+    argilla: object = None                          # studio.services.argilla_admin.ArgillaInfo (no password)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["services"] = [asdict(s) for s in self.services]
+        out["argilla"] = self.argilla.to_dict() if self.argilla is not None else None
         return out
 
 
 def get_status() -> StudioStatus:
     from studio.lifecycle import service_health
+    from studio.services.argilla_admin import get_argilla_info
 
     cfg = settings_mod.current()
     db = get_database()
@@ -34,6 +37,7 @@ def get_status() -> StudioStatus:
     return StudioStatus(
         home=str(cfg.home), database=str(cfg.db_path), schema_version=stats.schema_version(db),
         services=services, counts=counts, next_steps=suggest_next_steps(counts, services),
+        argilla=get_argilla_info(),
     )
 
 
