@@ -5,6 +5,8 @@ run is a bare ``duckdb`` connection doing the same INSERT ... SELECT from the sa
 the ratio shows what the storage layer costs on top of DuckDB itself.
 
     .venv/bin/python -m benchmarks.bench_duckdb [--rows 1000000] [--queries 200]
+
+Under ``python -m benchmarks --quick``: 300,000 rows and 60 queries.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import _report  # noqa: E402
 from storage import pairs  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.migrate import apply_migrations  # noqa: E402
@@ -145,8 +148,8 @@ def bench_listing(db: Database, queries) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--rows", type=int, default=_report.size(1_000_000, 300_000))
+    parser.add_argument("--queries", type=int, default=_report.size(200, 60))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -163,14 +166,22 @@ def main() -> int:
         db.close()
     p50, p95 = statistics.median(timings), statistics.quantiles(timings, n=20)[18]
     b50, b95 = statistics.median(base_timings), statistics.quantiles(base_timings, n=20)[18]
-    print(f"the listing opened the database file {opens} time(s) for {args.queries} queries")
     print()
-    print("| measure | baseline (bare DuckDB) | studio storage | ratio | target | met |")
-    print("|---|---|---|---|---|---|")
-    print(f"| ingest {args.rows:,} preference pairs | {raw_s:.2f} s | {studio_s:.2f} s | "
-          f"{studio_s / raw_s:.2f}x | within 15 s | {'yes' if studio_s <= 15 else 'no'} |")
-    print(f"| paged filtered listing, p50 / p95 ({args.queries} queries, 50 rows a page) | {b50:.1f} / {b95:.1f} ms | "
-          f"{p50:.1f} / {p95:.1f} ms | {p95 / b95:.2f}x (p95) | p95 within 50 ms | {'yes' if p95 <= 50 else 'no'} |")
+    _report.params(rows=args.rows, queries=args.queries)
+    _report.record(f"ingest {args.rows:,} preference pairs", studio_s, "s", baseline=raw_s, ratio=studio_s / raw_s,
+                   target="within 15 s", met=studio_s <= 15)
+    _report.record("paged filtered listing, p95", p95, "ms", baseline=b95, ratio=p95 / b95,
+                   target="p95 within 50 ms", met=p95 <= 50, notes=f"p50 {p50:.1f} ms (bare DuckDB {b50:.1f} ms)")
+    _report.emit([
+        "| measure | baseline (bare DuckDB) | studio storage | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+        f"| ingest {args.rows:,} preference pairs | {raw_s:.2f} s | {studio_s:.2f} s | "
+        f"{studio_s / raw_s:.2f}x | within 15 s | {'yes' if studio_s <= 15 else 'no'} |",
+        f"| paged filtered listing, p50 / p95 ({args.queries} queries, 50 rows a page) | {b50:.1f} / {b95:.1f} ms | "
+        f"{p50:.1f} / {p95:.1f} ms | {p95 / b95:.2f}x (p95) | p95 within 50 ms | {'yes' if p95 <= 50 else 'no'} |",
+        "",
+        f"The listing opened the database file {opens} time(s) for {args.queries} queries.",
+    ])
     return 0
 
 

@@ -9,7 +9,8 @@ prints a markdown table with the ratio.
 
 ``--model-dir`` is a transformers folder of SmolLM2-135M-Instruct (default: the registry's
 ``$STUDIO_HOME/models/smollm2-135m-instruct/hf``). When it does not exist, the script pulls it
-the way ``python -m studio models pull smollm2-135m-instruct`` does.
+the way ``python -m studio models pull smollm2-135m-instruct`` does. Under
+``python -m benchmarks --quick``: 8 prompts, 16 tokens each.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import _report  # noqa: E402
 from pipelines.llm.base import SamplingParams  # noqa: E402
 from pipelines.llm.transformers_local import TransformersBackend  # noqa: E402
 from studio import settings  # noqa: E402
@@ -80,8 +82,9 @@ def timed_run(llm: TransformersBackend, batch_size: int, prompts: list[str], par
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=None, help="transformers folder of SmolLM2-135M-Instruct")
-    parser.add_argument("--prompts", type=int, default=16, help="number of prompts (default 16)")
-    parser.add_argument("--max-tokens", type=int, default=32, help="new tokens per prompt (default 32)")
+    parser.add_argument("--prompts", type=int, default=_report.size(16, 8), help="number of prompts (default 16)")
+    parser.add_argument("--max-tokens", type=int, default=_report.size(32, 16),
+                        help="new tokens per prompt (default 32)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is faster on busy cores)")
     args = parser.parse_args(argv)
@@ -111,15 +114,23 @@ def main(argv: list[str] | None = None) -> int:
 
     ratio = rows[1][3] / rows[0][3]
     same = sum(a == b for a, b in zip(rows[0][4], rows[1][4]))
-    print(f"\nSmolLM2-135M-Instruct, {len(prompts)} prompts, max_tokens {args.max_tokens}, greedy, "
-          f"{llm.device}, {torch.get_num_threads()} threads\n")
-    print("| mode | wall s | completion tokens | tokens/s |")
-    print("|---|---:|---:|---:|")
-    for label, elapsed, tokens, rate, _ in rows:
-        print(f"| {label} | {elapsed:.1f} | {tokens} | {rate:.1f} |")
+    print()
     verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
-    print(f"\nBatched / one at a time: **{ratio:.2f}×** (target ≥ {TARGET_RATIO:.0f}×: {verdict}). "
-          f"Identical greedy outputs: {same}/{len(prompts)}.")
+    _report.params(prompts=len(prompts), max_tokens=args.max_tokens, threads=torch.get_num_threads())
+    _report.record("batched / one at a time, tokens/s", rows[1][3], "tokens/s", baseline=rows[0][3], ratio=ratio,
+                   target=f"≥ {TARGET_RATIO:.0f}×", met=ratio >= TARGET_RATIO,
+                   notes=f"identical greedy outputs {same}/{len(prompts)}")
+    _report.emit([
+        f"SmolLM2-135M-Instruct, {len(prompts)} prompts, max_tokens {args.max_tokens}, greedy, "
+        f"{llm.device}, {torch.get_num_threads()} threads",
+        "",
+        "| mode | wall s | completion tokens | tokens/s |",
+        "|---|---:|---:|---:|",
+        *(f"| {label} | {elapsed:.1f} | {tokens} | {rate:.1f} |" for label, elapsed, tokens, rate, _ in rows),
+        "",
+        f"Batched / one at a time: **{ratio:.2f}×** (target ≥ {TARGET_RATIO:.0f}×: {verdict}). "
+        f"Identical greedy outputs: {same}/{len(prompts)}.",
+    ])
     return 0 if ratio >= TARGET_RATIO else 1
 
 

@@ -11,7 +11,8 @@ process's GIL), answering each request after ``--latency`` seconds and serving a
   * raw measured: a bare httpx client posting the same payloads at concurrency = capacity;
   * sequential: the backend at concurrency 1 (for context).
 
-Run: ``.venv/bin/python benchmarks/bench_openai_path.py`` (about 30 s).
+Run: ``.venv/bin/python benchmarks/bench_openai_path.py`` (about 30 s; 160 requests under
+``python -m benchmarks --quick``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from benchmarks import _report  # noqa: E402
 from pipelines.llm.base import Generation, SamplingParams  # noqa: E402
 from pipelines.llm.cache import CallLedger, ResponseCache  # noqa: E402
 from pipelines.llm.openai_compat import OpenAICompatibleBackend  # noqa: E402
@@ -129,8 +131,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="OpenAI path throughput vs the endpoint's raw capacity")
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per request at the endpoint")
     parser.add_argument("--capacity", type=int, default=16, help="requests the endpoint serves at once")
-    parser.add_argument("--requests", type=int, default=800)
-    parser.add_argument("--sequential-requests", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=_report.size(800, 160))
+    parser.add_argument("--sequential-requests", type=int, default=_report.size(20, 8))
     args = parser.parse_args()
     os.environ["STUDIO_HOME"] = tempfile.mkdtemp(prefix="bench-openai-")
     db = get_database()
@@ -155,24 +157,33 @@ def main() -> None:
     raw = per_min(args.requests, raw_s)
     backend = per_min(be_ok, be_s)
     ratio = backend / raw
-    print(f"\nOpenAI path, loopback endpoint: latency {args.latency * 1000:.0f} ms, capacity {args.capacity}, "
-          f"{args.requests} requests, concurrency {args.capacity}, cache + ledger on (DuckDB)\n")
-    print("| measurement | requests/min | vs raw measured |")
-    print("|---|---:|---:|")
-    print(f"| raw theoretical (capacity / latency) | {theoretical:,.0f} | {theoretical / raw:.1%} |")
-    print(f"| raw measured (bare httpx, concurrency {args.capacity}) | {raw:,.0f} | 100.0% |")
-    print(f"| endpoint check: blocking http.client threads, concurrency {args.capacity} ({check_n} requests) "
-          f"| {per_min(check_n, threaded_s):,.0f} | {per_min(check_n, threaded_s) / raw:.1%} |")
-    print(f"| backend (OpenAICompatibleBackend, concurrency {args.capacity}) | {backend:,.0f} | {ratio:.1%} |")
-    print(f"| raw measured, sequential (concurrency 1, {args.sequential_requests} requests) "
-          f"| {per_min(args.sequential_requests, raw_seq_s):,.0f} | {per_min(args.sequential_requests, raw_seq_s) / raw:.1%} |")
-    print(f"| backend, sequential (concurrency 1, {args.sequential_requests} requests) "
-          f"| {per_min(seq_ok, seq_s):,.0f} | {per_min(seq_ok, seq_s) / raw:.1%} |")
-    print(f"| backend re-run, all cache hits | {per_min(cached_ok, cached_s):,.0f} | "
-          f"{per_min(cached_ok, cached_s) / raw:.1%} |")
-    print(f"\nratio backend / raw measured: {ratio:.3f} -> target {TARGET:.0%} met: {'yes' if ratio >= TARGET else 'no'}")
-    print(f"ledger: {ledger['calls']} calls recorded ({ledger['errors']} errors); re-run: {rerun['cached_calls']} of "
-          f"{rerun['calls']} served from the cache; {be_ok}/{args.requests} succeeded")
+    seq_raw = per_min(args.sequential_requests, raw_seq_s)
+    threaded, seq, cached = per_min(check_n, threaded_s), per_min(seq_ok, seq_s), per_min(cached_ok, cached_s)
+    _report.params(requests=args.requests, latency_ms=round(args.latency * 1000), capacity=args.capacity)
+    _report.record("backend / raw measured, requests/min", backend, "req/min", baseline=raw, ratio=ratio,
+                   target=f"≥ {TARGET:.0%}", met=ratio >= TARGET,
+                   notes=f"{be_ok}/{args.requests} succeeded; {ledger['calls']} calls in the ledger")
+    print()
+    _report.emit([
+        f"OpenAI path, loopback endpoint: latency {args.latency * 1000:.0f} ms, capacity {args.capacity}, "
+        f"{args.requests} requests, concurrency {args.capacity}, cache + ledger on (DuckDB)",
+        "",
+        "| measurement | requests/min | vs raw measured |",
+        "|---|---:|---:|",
+        f"| raw theoretical (capacity / latency) | {theoretical:,.0f} | {theoretical / raw:.1%} |",
+        f"| raw measured (bare httpx, concurrency {args.capacity}) | {raw:,.0f} | 100.0% |",
+        f"| endpoint check: blocking http.client threads, concurrency {args.capacity} ({check_n} requests) "
+        f"| {threaded:,.0f} | {threaded / raw:.1%} |",
+        f"| **backend (OpenAICompatibleBackend, concurrency {args.capacity})** | **{backend:,.0f}** | **{ratio:.1%}** |",
+        f"| raw measured, sequential (concurrency 1, {args.sequential_requests} requests) "
+        f"| {seq_raw:,.0f} | {seq_raw / raw:.1%} |",
+        f"| backend, sequential (concurrency 1, {args.sequential_requests} requests) | {seq:,.0f} | {seq / raw:.1%} |",
+        f"| backend re-run, all cache hits | {cached:,.0f} | {cached / raw:.1%} |",
+        "",
+        f"Backend / raw measured: **{ratio:.3f}** (target ≥ {TARGET:.0%}: {'met' if ratio >= TARGET else 'NOT met'}). "
+        f"Ledger: {ledger['calls']} calls recorded ({ledger['errors']} errors); re-run: {rerun['cached_calls']} of "
+        f"{rerun['calls']} served from the cache; {be_ok}/{args.requests} succeeded.",
+    ])
 
 
 if __name__ == "__main__":

@@ -160,7 +160,8 @@ def cmd_export(args) -> int:
 
     filters = {"run_id": args.run, "model": args.model, "min_confidence": args.min_confidence,
                "max_confidence": args.max_confidence}
-    summary = service.export_pairs(args.kind, args.format, args.out, filters, overwrite=args.overwrite)
+    summary = service.export_pairs(args.kind, args.format, args.out, filters, overwrite=args.overwrite,
+                                     confine=False)
     print(f"wrote {summary.rows} {summary.kind} pairs to {summary.path} ({summary.fmt})")
     return 0
 

@@ -71,3 +71,25 @@ def test_read_only_home_is_one_line(tmp_path):
         subprocess.run(["umount", "-l", str(ro)])
     assert result.returncode == 1
     assert "is not writable" in result.stderr and "Point STUDIO_HOME" in result.stderr
+
+
+def _all_parsers(parser, prefix=()):
+    """Every (sub)command's parser with its argv prefix, walked from the top-level parser."""
+    import argparse
+
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _all_parsers(child, (*prefix, name))
+
+
+def test_every_command_prints_its_help():
+    """argparse formats help lazily: a stray '%' in one help text only crashes when someone asks."""
+    from studio.cli import build_parser
+
+    seen = 0
+    for prefix, parser in _all_parsers(build_parser()):
+        assert parser.format_help(), prefix
+        seen += 1
+    assert seen > 40

@@ -57,7 +57,7 @@ __all__ = ["fake_endpoint"]
     ({"responses": {"generators": [{"target": "endpoint:a", "candidates": 0}]}},
      r"responses.generators\[0\].candidates=0 is not valid"),
     ({"judge": {"kind": "human"}}, r"judge.kind='human' is not valid"),
-    ({"judge": {"mode": "listwise"}}, r"judge.mode='listwise' is not valid"),
+    ({"judge": {"mode": "rankwise"}}, r"judge.mode='rankwise' is not valid.*listwise"),
     ({"judge": {"kind": "rubric", "mode": "pairwise"}}, r"judge.mode='pairwise' is not valid.*pointwise"),
     ({"judge": {"target": "nowhere"}}, r"judge.target='nowhere' is not valid"),
     ({"judge": {"aspects": []}}, r"judge.aspects=\[\] is not valid"),

@@ -360,8 +360,18 @@ def parquet_file(path: Path):
 
 
 def parquet_records(path: Path, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[tuple[int, dict]]:
+    """Rows in order; a damaged page (pyarrow's OSError / ArrowInvalid mid-file) is a BadInput that
+    says how far the file was readable, never a crash."""
     number = 0
-    for batch in parquet_file(path).iter_batches(batch_size=batch_rows, columns=columns):
+    batches = parquet_file(path).iter_batches(batch_size=batch_rows, columns=columns)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # pyarrow: OSError (bad page header), ArrowInvalid, ArrowException
+            raise BadInput(f"{path.name} is damaged after row {number} ({str(exc).splitlines()[0]}).",
+                           hint="Re-export the Parquet file, or import it as CSV/JSONL.") from None
         for row in batch.to_pylist():
             number += 1
             yield number, row

@@ -120,8 +120,8 @@ class TransformersBackend(LLMBackend):
         self.device = "cuda" if cuda else (self.device or "cpu")
         dtype = torch.bfloat16 if cuda else torch.float32
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
-            model = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=dtype, trust_remote_code=False)
             if self.adapter_path:
                 from peft import PeftModel
 

@@ -175,8 +175,9 @@ def convert_gguf_to_hf(gguf_path: Path, hf_dir: Path, progress: Progress | None 
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         kwargs = {"gguf_file": gguf_path.name}
-        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), dtype=torch.float32, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), dtype=torch.float32,
+                                                     trust_remote_code=False, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), trust_remote_code=False, **kwargs)
         # A GGUF-marked model refuses training, and transformers 5 also refuses to save it while its
         # quantizer is attached ("quantized with gguf and is not serializable"); the weights are
         # already dequantized fp32, so dropping both marks is exact.

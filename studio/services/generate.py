@@ -68,7 +68,11 @@ def config_to_yaml(config: GenerationConfig) -> str:
 
 
 def config_path(run_id: str) -> Path:
-    return settings_mod.current().runs_dir / "generation" / f"{run_id}.yaml"
+    """Where a run's config is kept; a run id typed by someone must stay one plain file name."""
+    from studio.paths import plain_name, safe_child
+
+    folder = settings_mod.current().runs_dir / "generation"
+    return safe_child(folder, f"{plain_name(run_id, what='run id')}.yaml", what="run id")
 
 
 def _write_config(run_id: str, config: GenerationConfig) -> Path:
@@ -228,9 +232,15 @@ def get_lineage(kind: str, pair_id: str) -> dict:
 
 
 def export_pairs(kind: str, fmt: str, path: str | Path, filters: PairFilter | dict | None = None,
-                 overwrite: bool = False) -> ExportSummary:
+                 overwrite: bool = False, confine: bool = True) -> ExportSummary:
+    """Export pairs in TRL's format. A path typed in the browser (``confine``, the default) must lie
+    under STUDIO_HOME/exports: a relative one is placed there, anything leading out is refused. The
+    CLI passes ``confine=False``: whoever runs it already has the shell's rights over its paths."""
     from pipelines.generate.export import export_pairs as export
+    from studio.paths import safe_child
 
+    if confine:
+        path = safe_child(settings_mod.current().home / "exports", path, what="export path")
     return export(kind, fmt, path, _filters(filters), overwrite=overwrite)
 
 
