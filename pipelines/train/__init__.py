@@ -1,0 +1,1 @@
+"""Training: run specs, algorithms (TRL + PEFT), the stage runner, outputs and scale-out export."""

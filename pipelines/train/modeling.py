@@ -1,0 +1,141 @@
+"""Loading models and tokenizers for training, and the PEFT config of a run.
+
+Why here: every algorithm needs the same things done the same way: a pad token, a chat template
+(a base model without one gets the studio's default, the same role-tagged layout the local backend
+uses for generation, and the run records a warning), dropout in the config, precision per device,
+4-bit loading for QLoRA, and the PEFT config for the task (causal LM or a one-label classifier).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.train.params import HyperParams, PeftSpec
+from studio.errors import ModelLoadError, TrainingError
+
+# Same layout as pipelines.llm.transformers_local.default_chat_prompt, so what is trained is what is served.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '### ' + message['role'] | capitalize + ':\n' + message['content'] + '\n\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### Assistant:\n' }}{% endif %}"
+)
+DROPOUT_ATTRS = ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop",
+                 "hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def load_tokenizer(path: str | Path, warnings: list[str] | None = None, padding_side: str | None = None):
+    """The model's tokenizer with a pad token and a chat template (defaults applied, and said so)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"The tokenizer in {path} cannot be loaded ({exc}).",
+                             hint="Pick a model folder saved with save_pretrained, with its tokenizer.") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+        if warnings is not None:
+            warnings.append(f"The base model {Path(str(path)).name} has no chat template; the studio's default "
+                            "('### User:' / '### Assistant:' turns) was applied and saved with the output.")
+    if padding_side:
+        tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def torch_dtype(precision: str, peft: PeftSpec):
+    """Weights dtype: fp32 master weights for full fine-tuning (the trainer autocasts), half for adapters."""
+    import torch
+
+    if precision == "fp32" or peft.method == "full":
+        return torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def _config(path: str | Path, hyper: HyperParams, **overrides: Any):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=False, **overrides)
+    if hyper.dropout > 0:
+        for attr in DROPOUT_ATTRS:
+            if hasattr(config, attr):
+                setattr(config, attr, hyper.dropout)
+    return config
+
+
+def _quantization(peft: PeftSpec) -> dict:
+    if peft.method != "qlora":
+        return {}
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return {"quantization_config": BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16)}
+
+
+def load_causal_lm(path: str | Path, hyper: HyperParams, peft: PeftSpec, precision: str, pad_token_id: int | None):
+    """A causal LM ready for a trainer (4-bit and k-bit-prepared for QLoRA)."""
+    from transformers import AutoModelForCausalLM
+
+    model = _load(AutoModelForCausalLM, path, hyper, peft, precision)
+    if pad_token_id is not None and model.config.pad_token_id is None:
+        model.config.pad_token_id = pad_token_id
+    return model
+
+
+def load_reward_model(path: str | Path, hyper: HyperParams, peft: PeftSpec, precision: str, pad_token_id: int | None,
+                      trainable: bool = True):
+    """A sequence classifier with one output (the reward), its pad token set (it scores the last token)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = _load(AutoModelForSequenceClassification, path, hyper, peft if trainable else PeftSpec(method="full"),
+                  precision, num_labels=1)
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    return model
+
+
+def _load(auto_cls, path, hyper: HyperParams, peft: PeftSpec, precision: str, **overrides: Any):
+    try:
+        config = _config(path, hyper, **overrides)
+        model = auto_cls.from_pretrained(str(path), config=config, dtype=torch_dtype(precision, peft), trust_remote_code=False,
+                                         **_quantization(peft))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"The model in {path} cannot be loaded for training ({str(exc).splitlines()[0]}).",
+                             hint="Pick a transformers model folder (config.json, weights, tokenizer).") from None
+    if peft.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hyper.gradient_checkpointing)
+    return model
+
+
+def peft_config(peft: PeftSpec, task: str = "CAUSAL_LM", hidden_size: int | None = None):
+    """PEFT's config for the method (None for full fine-tuning). ``task`` is CAUSAL_LM or SEQ_CLS."""
+    if peft.method == "full":
+        return None
+    from peft import LoraConfig, PromptEncoderConfig, PromptTuningConfig
+
+    if peft.method in ("lora", "qlora"):
+        targets: Any = peft.target_modules
+        if targets == ["all-linear"]:
+            targets = "all-linear"
+        return LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout, target_modules=targets,
+                          task_type=task)
+    if task != "CAUSAL_LM":
+        raise TrainingError(f"peft.method = {peft.method!r} cannot train a reward model (a classifier).",
+                            hint="Use peft.method: lora or full for the reward stage.")
+    if peft.method == "prompt_tuning":
+        return PromptTuningConfig(task_type=task, num_virtual_tokens=peft.num_virtual_tokens)
+    return PromptEncoderConfig(task_type=task, num_virtual_tokens=peft.num_virtual_tokens,
+                               encoder_hidden_size=hidden_size or 128)
+
+
+def hidden_size(path: str | Path) -> int | None:
+    from transformers import AutoConfig
+
+    return getattr(AutoConfig.from_pretrained(str(path), trust_remote_code=False), "hidden_size", None)

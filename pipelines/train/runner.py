@@ -1,0 +1,283 @@
+"""Run a training run: every stage of its recipe in order, each one's output handed to the next.
+
+``run_training(run_id)`` is what a job process calls (``python -m pipelines.train RUN_ID``, or the
+studio's job that wraps it). It needs only the database and the filesystem under STUDIO_HOME, so
+the same call runs under a local process, Ray or Slurm. Calling it again on an unfinished run
+resumes: finished stages are skipped, and the current one continues from its newest complete
+checkpoint. ``should_stop()`` (or SIGTERM) stops at the next step with a checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipelines.train.algorithms import StageInput, StageOutput
+from pipelines.train.outputs import CardInfo, merge_adapter, output_name, register_output, write_card
+from pipelines.train.spec import ONLINE_STAGES, RunSpec, check_device, cuda_available, resolve_precision
+from pipelines.train.stages import resume_point, run_stage, stage_rows
+from storage import registry
+from storage import training as store
+from storage.db import Database, get_database
+from storage.registry import ModelRecord
+from studio import settings as settings_mod
+from studio.errors import ModelLoadError, NotFound, StudioError, TrainingCancelled, TrainingError
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    output_model: str | None = None
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Start:
+    """The model the next stage starts from."""
+
+    path: Path
+    record: ModelRecord | None
+
+
+def _resolve_model(db: Database, ref: str, what: str, scratch: Path) -> _Start:
+    """A registry name or a folder → a transformers folder (an adapter entry is merged into its base)."""
+    record = registry.get_model(db, ref)
+    if record is None:
+        folder = Path(ref).expanduser()
+        if folder.is_dir() and (folder / "config.json").is_file():
+            return _Start(folder.resolve(), None)
+        names = ", ".join(m.name for m in registry.list_models(db)) or "none yet"
+        raise NotFound(f"The {what} {ref!r} is neither a registered model nor a model folder.",
+                       hint=f"Registered models: {names}.")
+    if record.hf_path:
+        return _Start(Path(record.hf_path), record)
+    if record.adapter_path:
+        base = next((m for m in registry.list_models(db) if m.id == record.base_model_id), None)
+        base_path = base.hf_path if base else record.details.get("base_model_name_or_path")
+        if not base_path:
+            raise ModelLoadError(f"The {what} {ref!r} is an adapter without a base model folder.",
+                                 hint="Register its base model first.")
+        merged = scratch / f"merged-{record.name}"
+        if not (merged / "config.json").is_file():
+            kind = "reward" if record.details.get("task") == "reward" else "causal_lm"
+            merge_adapter(Path(record.adapter_path), Path(base_path), merged, kind)
+        return _Start(merged, record)
+    raise ModelLoadError(f"The {what} {ref!r} has no transformers weights (only {record.gguf_path}).",
+                         hint="Pick a model with a transformers folder; GGUF files are for serving.")
+
+
+def _check_reward_model(start: _Start, ref: str) -> None:
+    import json
+
+    archs = json.loads((start.path / "config.json").read_text()).get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise TrainingError(f"The reward model {ref!r} is not a reward model (its architecture is {archs or 'unknown'}).",
+                            hint="Pick the output of a reward stage (a sequence classifier with one label).")
+
+
+def _stage_runs(db: Database, run: store.TrainingRunRow, spec: RunSpec) -> list[store.TrainingRunRow]:
+    """The run itself for one stage; otherwise one child row per stage (created once, reused on resume)."""
+    if len(spec.stages) == 1:
+        return [run]
+    children = {c.stage_index: c for c in store.child_runs(db, run.id)}
+    for index, stage in enumerate(spec.stages):
+        if index not in children:
+            store.insert_run(db, name=f"{run.name or spec.name}:{stage}", recipe=spec.recipe, stage=stage,
+                             spec=run.spec, snapshot_id=_snapshot_for(spec, stage), parent_run_id=run.id,
+                             stage_index=index)
+    return store.child_runs(db, run.id)
+
+
+def _snapshot_for(spec: RunSpec, stage: str) -> str:
+    if stage == "sft" and spec.sft_snapshot_id:
+        return spec.sft_snapshot_id
+    if stage in ONLINE_STAGES and spec.prompt_snapshot_id:
+        return spec.prompt_snapshot_id
+    return spec.snapshot_id
+
+
+def _snapshot(db: Database, snapshot_id: str) -> tuple[dict, list[dict], list[dict]]:
+    from storage.snapshots import get_snapshot, read_snapshot_rows
+
+    info = get_snapshot(db, snapshot_id)
+    meta = {"id": info.id, "content_hash": info.content_hash, "record_kind": info.record_kind,
+            "n_train": info.n_train, "n_eval": info.n_eval}
+    return meta, read_snapshot_rows(db, snapshot_id, "train"), read_snapshot_rows(db, snapshot_id, "eval")
+
+
+class _StopFlag:
+    """should_stop() from the caller, or a SIGTERM (the studio's cancel) received by this process."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None):
+        self.should_stop, self.signalled, self._previous = should_stop, False, None
+
+    def __call__(self) -> bool:
+        return self.signalled or bool(self.should_stop and self.should_stop())
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+        return self
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signalled = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def run_training(run_id: str, reporter: Any = None, should_stop: Callable[[], bool] | None = None,
+                 db: Database | None = None) -> RunResult:
+    """Run (or resume) every unfinished stage of ``run_id``; the run's row ends succeeded, failed or cancelled."""
+    db = db or get_database()
+    run = store.get_run(db, run_id)
+    if run is None:
+        raise NotFound(f"There is no training run {run_id!r}.", hint="`python -m studio runs list` lists them.")
+    cuda = cuda_available()
+    store.set_status(db, run_id, "running", device=_device_name(cuda))
+    result = RunResult(run_id, "running")
+    try:
+        spec = RunSpec.from_dict(run.spec)
+        check_device(spec, cuda)
+        with _StopFlag(should_stop) as stop:
+            for _row, out_record in _run_stages(db, run, spec, cuda, stop, reporter, result):
+                result.output_model = out_record.name
+        store.set_status(db, run_id, "succeeded", final_metrics=result.final_metrics)
+        result.status = "succeeded"
+        return result
+    except TrainingCancelled as exc:
+        _finish(db, run_id, "cancelled", str(exc))
+        result.status = "cancelled"
+        return result
+    except StudioError as exc:
+        _finish(db, run_id, "failed", str(exc))
+        raise
+    except BaseException as exc:
+        _finish(db, run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+
+
+def _finish(db: Database, run_id: str, status: str, error: str) -> None:
+    """End the run and the stage that was running (finished stages keep their status)."""
+    for child in store.child_runs(db, run_id):
+        if child.status == "running":
+            store.set_status(db, child.id, status, error=error)
+    store.set_status(db, run_id, status, error=error)
+
+
+def _device_name(cuda: bool) -> str:
+    if not cuda:
+        return "cpu"
+    import torch
+
+    return f"cuda:{torch.cuda.get_device_name(0)}"
+
+
+def _run_stages(db: Database, run: store.TrainingRunRow, spec: RunSpec, cuda: bool, stop: _StopFlag, reporter: Any,
+                result: RunResult):
+    """Yield (stage row, registered output) as each stage finishes or is found finished."""
+    run_dir = settings_mod.current().runs_dir / run.id
+    start = _resolve_model(db, spec.base_model, "base model", run_dir)
+    reward = None
+    if spec.reward_model:
+        reward = _resolve_model(db, spec.reward_model, "reward model", run_dir)
+        _check_reward_model(reward, spec.reward_model)
+    rows = _stage_runs(db, run, spec)
+    lineage: list[dict] = []
+    final_name = output_name(db, spec.output_name or spec.name, run.id)
+    for index, row in enumerate(rows):
+        last = index == len(rows) - 1
+        done = _finished_output(db, row)
+        if done is None:
+            done = _train_stage(db, run, row, spec, start, reward, cuda, stop, reporter, result, lineage,
+                                final_name if last else f"{final_name}-{row.stage}", last, index, len(rows))
+        lineage.append({"stage": row.stage, "run_id": row.id, "output": done.name})
+        result.stages.append({"stage": row.stage, "run_id": row.id, "output_model": done.name})
+        if row.stage == "reward":
+            reward = _Start(Path(done.hf_path), done)
+        elif not last:
+            start = _Start(Path(done.hf_path), done)
+        if last and row.id != run.id:
+            store.set_output_model(db, run.id, done.id)
+        yield row, done
+
+
+def _finished_output(db: Database, row: store.TrainingRunRow) -> ModelRecord | None:
+    """A stage that already succeeded, with its output still on disk, is not trained again."""
+    if row.status != "succeeded" or not row.output_model_id:
+        return None
+    record = next((m for m in registry.list_models(db) if m.id == row.output_model_id), None)
+    path = record and (record.hf_path or record.adapter_path)
+    return record if path and Path(path).is_dir() else None
+
+
+def _train_stage(db, run, row, spec: RunSpec, start: _Start, reward: _Start | None, cuda: bool, stop: _StopFlag,
+                 reporter, result: RunResult, lineage: list[dict], name: str, last: bool, index: int, total: int
+                 ) -> ModelRecord:
+    hyper = spec.hyper_for(row.stage)
+    snapshot_id = _snapshot_for(spec, row.stage)
+    meta, train_rows, eval_rows = _snapshot(db, snapshot_id)
+    kind = meta["record_kind"]
+    stage_dir = settings_mod.current().runs_dir / row.id
+    inp = StageInput(
+        stage=row.stage, model_path=start.path, output_dir=stage_dir / "checkpoints", final_dir=stage_dir / "final",
+        hyper=hyper, peft=spec.peft, precision=resolve_precision(hyper.precision, cuda), cuda=cuda,
+        train_rows=stage_rows(row.stage, kind, train_rows, hyper, snapshot_id),
+        eval_rows=_eval_rows(row.stage, kind, eval_rows),
+        reward_model_path=reward.path if reward else None, reward_funcs=list(spec.reward_funcs),
+        report_to=list(spec.report_to),
+    )
+    if row.stage == "ppo" and inp.reward_model_path is None:
+        raise TrainingError("PPO needs a trained reward model, and this run has none.",
+                            hint="Set reward_model in the spec, or use the 'rlhf' recipe, which trains one first.")
+    if row.stage != "ppo":
+        inp.resume_from = resume_point(db, row.id, inp.output_dir)
+    store.set_status(db, row.id, "running", device=_device_name(cuda))
+    if row.id != run.id:
+        store.set_base_model(db, row.id, start.record.id if start.record else None)
+    output = run_stage(db, row.id, inp, reporter=reporter, label=f"{row.stage} ({index + 1}/{total})",
+                       should_stop=stop)
+    result.warnings.extend(w for w in inp.warnings if w not in result.warnings)
+    record = _publish(db, run, row, spec, inp, output, start, meta, lineage, name, last)
+    store.set_output_model(db, row.id, record.id)
+    store.set_status(db, row.id, "succeeded", final_metrics=output.metrics)
+    result.final_metrics = output.metrics
+    return record
+
+
+def _eval_rows(stage: str, kind: str, rows: list[dict]) -> list[dict]:
+    from pipelines.train.data import rows_for_stage
+
+    return rows_for_stage(stage, kind, rows) if rows else []
+
+
+def _publish(db, run, row, spec: RunSpec, inp: StageInput, output: StageOutput, start: _Start, meta: dict,
+             lineage: list[dict], name: str, last: bool) -> ModelRecord:
+    """Merge where the output is handed on, write the model card, register the output."""
+    folder, is_adapter, base_record = output.final_dir, output.is_adapter, start.record
+    if is_adapter and (not last or output.model_kind == "reward"):
+        folder, is_adapter = merge_adapter(output.final_dir, inp.model_path, output.final_dir.parent / "merged",
+                                           output.model_kind), False
+    info = CardInfo(name=name, run_id=row.id, stage=row.stage, recipe=spec.recipe,
+                    base_model=start.record.name if start.record else str(start.path), snapshot=meta,
+                    hyperparameters=inp.hyper.to_dict(), peft=spec.peft.to_dict(), final_metrics=output.metrics,
+                    lineage=[*lineage, {"stage": row.stage, "run_id": row.id, "output": name}], warnings=inp.warnings)
+    write_card(folder, info)
+    card = {"recipe": spec.recipe, "stage": row.stage, "snapshot": meta, "base_model": info.base_model,
+            "hyperparameters": info.hyperparameters, "peft": info.peft, "final_metrics": output.metrics,
+            "lineage": info.lineage, "warnings": inp.warnings}
+    record = register_output(db, name=name, run_id=row.id, folder=folder, is_adapter=is_adapter,
+                             base_record=base_record, model_kind=output.model_kind, card=card)
+    if last and spec.merge_adapter and is_adapter:
+        merged = merge_adapter(output.final_dir, inp.model_path, output.final_dir.parent / "merged", output.model_kind)
+        write_card(merged, info)
+        register_output(db, name=f"{name}-merged", run_id=row.id, folder=merged, is_adapter=False,
+                        base_record=base_record, model_kind=output.model_kind, card=card)
+    return record
