@@ -1,0 +1,49 @@
+"""The Compare page's "Arena" tab: two anonymous answers, one vote, then the names."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._compare_view import pick_comparison
+from pages._ui import attempt
+from studio.services import compare as compare_svc
+
+CHOICES = (("a", "A is better", "a"), ("b", "B is better", "b"), ("tie", "Tie", "t"), ("both_bad", "Both bad", "x"))
+
+
+def arena_tab() -> None:
+    summary = pick_comparison("cmp_arena_pick")
+    if summary is None:
+        return
+    voter = st.text_input("Your name", value=st.session_state.get("cmp_voter") or compare_svc.default_voter(),
+                          key="cmp_voter_input")
+    st.session_state["cmp_voter"] = voter
+    reveal = st.session_state.pop("cmp_reveal", None)
+    if reveal:
+        st.success(reveal, icon=":material/visibility:")
+    key = ("cmp_pair", summary.comparison_id, voter)
+    pair = st.session_state.get("cmp_pair")
+    if pair is None or (pair.comparison_id, st.session_state.get("cmp_pair_voter")) != key[1:]:
+        ok, pair = attempt(compare_svc.next_arena_pair, summary.comparison_id, voter)
+        if not ok:
+            return
+        st.session_state["cmp_pair"], st.session_state["cmp_pair_voter"] = pair, voter
+    if pair is None:
+        st.info("You have voted on every pair of this comparison. Thank you! The **Leaderboard** tab has the results.")
+        return
+    st.markdown("**Prompt**")
+    st.text(pair.prompt)
+    left, right = st.columns(2)
+    left.markdown("**Answer A**")
+    left.text(pair.text_a)
+    right.markdown("**Answer B**")
+    right.text(pair.text_b)
+    st.caption("Shortcuts: **A**, **B**, **T** (tie), **X** (both bad). The models are named after your vote.")
+    for column, (winner, label, shortcut) in zip(st.columns(4), CHOICES):
+        if column.button(label, key=f"cmp_vote_{winner}", shortcut=shortcut, width="stretch"):
+            ok, result = attempt(compare_svc.cast_vote, pair.comparison_id, pair.prompt_id, pair.output_a_id,
+                                 pair.output_b_id, winner, voter)
+            if ok:
+                st.session_state["cmp_reveal"] = f"A was **{result.model_a}**, B was **{result.model_b}**."
+                st.session_state["cmp_pair"] = None
+                st.rerun()
