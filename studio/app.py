@@ -22,6 +22,9 @@ SECTIONS: dict[str, list[tuple[str, str, str]]] = {
         ("home.py", "Home", ":material/home:"),
         ("models.py", "Models", ":material/neurology:"),
         ("generate.py", "Generate", ":material/auto_awesome:"),
+        ("review.py", "Review", ":material/rate_review:"),
+        ("train.py", "Train", ":material/model_training:"),
+        ("compare.py", "Compare", ":material/compare:"),
     ],
 }
 

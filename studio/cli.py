@@ -36,7 +36,7 @@ def _table(rows: list[dict], columns: list[str]) -> None:
 def cmd_up(args) -> int:
     from studio import lifecycle
 
-    lifecycle.up(detach=args.detach, with_llm=not args.no_llm)
+    lifecycle.up(detach=args.detach, with_llm=not args.no_llm, with_argilla=not args.no_argilla)
     return 0
 
 
@@ -58,6 +58,10 @@ def cmd_status(args) -> int:
     print(f"STUDIO_HOME  {status.home}\ndatabase     {status.database} (schema v{status.schema_version})")
     print("\nservices")
     _table([s.__dict__ for s in status.services], ["name", "state", "url", "pid", "detail"])
+    if status.argilla is not None:
+        argilla = status.argilla
+        print(f"\nArgilla      {argilla.url} ({'ok' if argilla.healthy else 'NOT OK: ' + argilla.detail})")
+        print(f"             {argilla.login_hint}")
     print("\ncounts")
     _table([{"stage": k, "count": v} for k, v in status.counts.items()], ["stage", "count"])
     print("\nnext steps")
@@ -158,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the embedded services and the app")
     up.add_argument("--detach", action="store_true", help="run in the background and return when healthy")
     up.add_argument("--no-llm", action="store_true", help="do not start the embedded LLM endpoint")
+    up.add_argument("--no-argilla", action="store_true", help="do not start the embedded Argilla (quicker start)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop everything `up` started").set_defaults(func=cmd_down)
     status = sub.add_parser("status", help="health of each service and counts per stage")
@@ -223,6 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.cli_generate import register as register_generate
 
     register_generate(sub)
+    from studio.cli_argilla import register as register_argilla
+
+    register_argilla(sub)
+    from studio.cli_review import register as register_review
+
+    register_review(sub)
+    from studio.cli_train import register as register_train
+
+    register_train(sub)
+    from studio.cli_compare import register as register_compare
+
+    register_compare(sub)
     return parser
 
 

@@ -203,6 +203,7 @@ def up(detach: bool = False, with_llm: bool = True, progress: Callable[[str], No
     settings = current()
     settings.ensure_home()
     _refuse_if_running(settings)
+    _reconcile_interrupted_work(progress)
     if with_app and not APP_SCRIPT.is_file():
         raise ServiceError(f"The app entry {APP_SCRIPT} is missing.", hint="Restore studio/app.py from the repository.")
     if with_llm:
@@ -213,6 +214,16 @@ def up(detach: bool = False, with_llm: bool = True, progress: Callable[[str], No
         _supervisor(settings, wanted, progress).run()
         return
     _start_detached(settings, wanted, progress)
+
+
+def _reconcile_interrupted_work(progress: Callable[[str], None]) -> None:
+    """Work whose process died with the last session (a kill, a reboot) is never shown running."""
+    from studio.services.training import reconcile_runs
+
+    interrupted = reconcile_runs()
+    if interrupted:
+        progress(f"Training runs whose process had ended are now marked interrupted: {', '.join(interrupted)}. "
+                 "Resume them with `python -m studio runs resume RUN` or on the Train page.")
 
 
 def run_supervisor(names: list[str]) -> None:

@@ -104,6 +104,11 @@ class RunSpec:
     merge_adapter: bool = field(default=False, metadata={
         "help": "After training, also save the LoRA adapter merged into the base weights as a full model."})
     output_name: str | None = field(default=None, metadata={"help": "Registry name of the output (default: name)."})
+    evaluation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_EVALUATION), metadata={
+        "help": "The closed loop: when the run succeeds, compare its model with the base on the snapshot's "
+                "held-out prompts. Keys: enabled (default true), judge (a Compare judge, e.g. {kind: rubric, "
+                "rubric: length, params: {max_words: 40}} or {kind: llm, target: endpoint:NAME}; empty = outputs "
+                "only, for human votes), limit (prompts, default 50), max_tokens (default 128)."})
 
     def __post_init__(self) -> None:
         if isinstance(self.peft, dict):
@@ -135,6 +140,29 @@ class RunSpec:
             raise bad_field("spec", "merge_adapter", True, f"false with peft.method={self.peft.method!r} "
                             "(only LoRA adapters merge into the base)")
         self._validate_rewards()
+        self._validate_evaluation()
+
+    def _validate_evaluation(self) -> None:
+        unknown = sorted(set(self.evaluation) - set(DEFAULT_EVALUATION))
+        if unknown:
+            raise bad_field("spec", "evaluation", unknown[0], "keys among " + ", ".join(DEFAULT_EVALUATION))
+        merged = {**DEFAULT_EVALUATION, **self.evaluation}
+        if not isinstance(merged["enabled"], bool):
+            raise bad_field("spec", "evaluation.enabled", merged["enabled"], "true or false")
+        for key, low, high in (("limit", 1, 100_000), ("max_tokens", 1, 8192)):
+            value = merged[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise bad_field("spec", f"evaluation.{key}", value, f"a whole number from {low} to {high}")
+        if merged["judge"] is not None and not isinstance(merged["judge"], dict):
+            raise bad_field("spec", "evaluation.judge", merged["judge"], "a judge mapping or empty")
+        if merged["judge"]:
+            from pipelines.compare.judging import JudgeSpec
+
+            try:
+                JudgeSpec.from_dict(merged["judge"])
+            except StudioError as exc:
+                raise TrainingError(f"spec.evaluation.{exc.message}", hint=exc.hint) from None
+        self.evaluation = merged
 
     def _validate_rewards(self) -> None:
         if self.recipe == "ppo" and not self.reward_model:
@@ -216,6 +244,8 @@ class RunSpec:
         return cls.from_dict(data)
 
 
+DEFAULT_EVALUATION: dict[str, Any] = {"enabled": True, "judge": None, "limit": 50, "max_tokens": 128}
+
 # What each top-level setting must be in YAML (None allowed where the field is optional).
 _TOP_LEVEL_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     # None for the required ones is left to validate(), which names the field and what it needs.
@@ -227,6 +257,7 @@ _TOP_LEVEL_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "reward_funcs": ((list,), "a list"), "report_to": ((list,), "a list"),
     "peft": ((dict, type(None)), "a mapping of PEFT settings"), "hyper": ((dict, type(None)), "a mapping of hyperparameters"),
     "stage_hyper": ((dict,), "a mapping of stage name to hyperparameters"),
+    "evaluation": ((dict,), "a mapping (enabled, judge, limit, max_tokens)"),
 }
 
 
