@@ -34,9 +34,11 @@ def _progress(p: dict) -> str:
     return text
 
 
-def _charts(run_id: str) -> None:
+def _charts(run_id: str, was_active: bool = False) -> None:
     detail = train_svc.get_run_detail(run_id, log_lines=30)
     s = detail.summary
+    if was_active and s.status not in ACTIVE:  # ended: refresh buttons, table and evaluation; stop polling
+        st.rerun(scope="app")
     (st.error if s.status in ("failed", "interrupted") else st.markdown)(
         f"**{s.status}** · {_progress(s.progress)}" + (f"\n\n{s.error}" if s.error else ""))
     if s.hint:
@@ -55,7 +57,8 @@ def _charts(run_id: str) -> None:
             st.markdown(f"**{title}**")
             st.line_chart(picked)
     others = sorted(k for k in series if k.split("/", 1)[1] not in sum(CHART_GROUPS.values(), ()))
-    chosen = st.multiselect("Algorithm metrics", others, default=others[:4], key=f"metrics_{run_id}")
+    # the key changes once metrics exist, so the default applies then (a keyed widget keeps its first value)
+    chosen = st.multiselect("Algorithm metrics", others, default=others[:4], key=f"metrics_{run_id}_{bool(others)}")
     if chosen:
         st.line_chart({k: series[k] for k in chosen})
     with st.expander("Log (last lines)"):
@@ -72,7 +75,7 @@ def _detail(run) -> None:
         if attempt(train_svc.resume_run, run.id)[0]:
             flash(f"Resumed run {run.id} from its last checkpoint.")
             st.rerun()
-    st.fragment(_charts, run_every=LIVE_S if run.status in ACTIVE else None)(run.id)
+    st.fragment(_charts, run_every=LIVE_S if run.status in ACTIVE else None)(run.id, run.status in ACTIVE)
     detail = train_svc.get_run_detail(run.id, log_lines=0)
     with st.expander("Config, stages and checkpoints"):
         st.code(detail.spec_yaml, language="yaml")

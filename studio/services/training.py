@@ -224,15 +224,15 @@ def execute_run(run_id: str, job_id: str | None = None, show_bar: bool | None = 
         finally:
             queue.release(fd)
         final = _get_row(run_id)
-        if final.status == "succeeded":
-            _evaluate_against_base(run_id, reporter)
+        note = _evaluate_against_base(run_id, reporter) if final.status == "succeeded" else None
+        reporter.update(stage="done", message=note or f"run {final.status}")
         reporter.finish(JOB_STATUS.get(final.status, "failed"), final.error)
         return get_run(run_id)
     finally:
         stop.restore()
 
 
-def _evaluate_against_base(run_id: str, reporter) -> None:
+def _evaluate_against_base(run_id: str, reporter) -> str | None:
     """The closed loop: compare the new model with its base on the snapshot's held-out prompts (the
     run's ``evaluation`` settings). A failed evaluation is reported on the run, never fails it."""
     from pipelines.train.spec import RunSpec
@@ -240,15 +240,18 @@ def _evaluate_against_base(run_id: str, reporter) -> None:
 
     settings_ = RunSpec.from_dict(_get_row(run_id).spec).evaluation
     if not settings_["enabled"]:
-        return
+        return None
     reporter.update(stage="evaluate", message="comparing the new model with its base on held-out prompts")
     try:
         created = compare.evaluate_run_against_base(
             run_id, judge=settings_["judge"], background=False, limit=settings_["limit"],
             sampling={"temperature": 0.0, "max_tokens": settings_["max_tokens"], "seed": 0})
-        print(f"evaluation: comparison {created.comparison_id}", flush=True)
     except StudioError as exc:
-        print(f"evaluation against the base did not run: {exc.message} {exc.hint or ''}", flush=True)
+        note = f"run succeeded; the evaluation against the base did not run: {exc.message} {exc.hint or ''}"
+    else:
+        note = f"run succeeded; evaluated against the base in comparison {created.comparison_id}"
+    print(note, flush=True)
+    return note
 
 
 def _finish_if_active(run_id: str, status: str, error: str) -> None:
