@@ -1,6 +1,8 @@
 """The whole loop in a real browser, from an empty STUDIO_HOME: generate → review in Argilla → train → compare.
 
-One `streamlit run studio/app.py` app and headless Chromium drive every step through the pages:
+The studio is started the way the README starts it (`python -m studio up --detach`; without the
+embedded LLM, which the scripted endpoint replaces, and with the session's Argilla connected as an
+external one), and headless Chromium drives every step through the pages:
 the Generate page runs against a loopback OpenAI-compatible endpoint with scripted replies (fast and
 deterministic), the Review page pushes to the session's real embedded Argilla, a reviewer logs into
 Argilla's own UI and submits reviews by clicking, the Review page pulls them, the Train page freezes
@@ -13,11 +15,15 @@ the browser. Screenshots of every step are saved as test artifacts.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
+from studio import lifecycle, settings
 from studio.services import compare as compare_svc
 from studio.services import generate as gen_svc
 from studio.services import models as models_svc
@@ -173,7 +179,26 @@ def _compare(page, app, shots) -> None:
     shots.take(page, "compare-leaderboard")
 
 
-def test_the_whole_loop_in_a_browser(studio_home, argilla_env, fake_openai, tiny_model_dir, streamlit_app,
+@pytest.fixture
+def studio_up(studio_home, argilla_env):
+    """`python -m studio up --detach --no-llm` in this STUDIO_HOME; `down` at the end."""
+    log = studio_home.parent / "up.log"
+
+    def run(*args: str, timeout: float) -> None:
+        with log.open("a") as out:
+            done = subprocess.run([sys.executable, "-m", "studio", *args], stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=timeout)
+        assert done.returncode == 0, log.read_text()[-3000:]
+
+    def start() -> SimpleNamespace:
+        run("up", "--detach", "--no-llm", timeout=240)
+        return SimpleNamespace(url=lifecycle.app_url(settings.current()), log=lambda: log.read_text())
+
+    yield start
+    run("down", timeout=120)
+
+
+def test_the_whole_loop_in_a_browser(studio_home, argilla_env, fake_openai, tiny_model_dir, studio_up,
                                      browser_page, screenshots):
     fake_openai.configure(reply=scripted_reply)
     models_svc.add_endpoint("fake", fake_openai.base_url, "fake-model", max_retries=0, timeout_s=10)
@@ -181,7 +206,7 @@ def test_the_whole_loop_in_a_browser(studio_home, argilla_env, fake_openai, tiny
     reviewer = f"eve_{uuid.uuid4().hex[:6]}"
     argilla_env.create_user(reviewer, "password123")
     dataset = f"e2e-{uuid.uuid4().hex[:8]}"
-    app = streamlit_app()
+    app = studio_up()
     page = browser_page
     page.set_viewport_size(TALL)
 
