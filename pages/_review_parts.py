@@ -68,15 +68,22 @@ def agreement_view(round_status) -> None:
         frame = pd.DataFrame(a["calibration"]).set_index("bucket")
         st.bar_chart(frame[["rate", "mean_confidence"]], stack=False)
     left, right = st.columns(2)
-    if a.get("per_aspect"):
-        left.markdown("**Per rubric aspect**")
-        left.bar_chart(pd.DataFrame(a["per_aspect"]).T[["rate"]])
-    if a.get("per_model"):
-        right.markdown("**Per generator model**")
-        right.bar_chart(pd.DataFrame(a["per_model"]).T[["rate"]])
+    _rate_table(left, "Per rubric aspect", "aspect", a.get("per_aspect"))
+    _rate_table(right, "Per generator model", "model", a.get("per_model"))
     if a.get("reviewers"):
         st.markdown("**Reviewers**")
         st.dataframe(a["reviewers"], hide_index=True, width="stretch")
+
+
+def _rate_table(where, title: str, key: str, rates: dict | None) -> None:
+    """Agreement per group as a table with its counts (a bar of one or two groups says little)."""
+    if not rates:
+        return
+    where.markdown(f"**{title}**")
+    rows = [{key: name, "records": r.get("n", 0), "agree": r.get("agree", 0), "rate": r.get("rate") or 0.0}
+            for name, r in rates.items()]
+    where.dataframe(rows, hide_index=True, width="stretch", column_config={
+        "rate": st.column_config.ProgressColumn("agreement", min_value=0.0, max_value=1.0, format="percent")})
 
 
 def disagreements_table(rows: list) -> None:
