@@ -19,7 +19,9 @@ from pages._ui import attempt, flash
 from pages._widgets import choice
 # The typed config the generate service takes, and the default prompt texts shown for editing.
 from pipelines.generate.config import EVOL_OPERATIONS, GenerationConfig
-from pipelines.generate.judge import ASPECTS, DEFAULT_PAIRWISE_TEMPLATE, DEFAULT_POINTWISE_TEMPLATE
+from pipelines.generate.judge_compact import SMALL_JUDGE_EXPECTATION
+from pipelines.generate.judge_prompts import ASPECTS, DEFAULT_LISTWISE_TEMPLATE, DEFAULT_PAIRWISE_TEMPLATE, \
+    DEFAULT_POINTWISE_TEMPLATE
 from pipelines.generate.rubrics import get_rubric, list_rubrics
 from pipelines.generate.templates import DEFAULTS as INSTRUCTION_TEMPLATES
 from studio.errors import BadInput
@@ -29,6 +31,13 @@ BASE_KEY, VERSION_KEY = "gen_base", "gen_version"
 METHODS = {"self_instruct": "Self-Instruct: an LLM writes new tasks from each seed",
            "evol": "Evol-Instruct: an LLM rewrites each seed to be harder", "seeds": "Use the seeds as they are"}
 TEXTS, FILE = "__texts__", "__file__"
+JUDGE_MODES = {"listwise": "Listwise: rate all candidates in one call (shuffled; close calls re-judged reversed)",
+               "pointwise": "Pointwise: rate each candidate in its own call",
+               "pairwise": "Pairwise: rate each, then compare best and worst in both orders"}
+REPLY_FORMATS = {"json": "JSON: a score per aspect and a rationale (capable judges)",
+                 "compact": "Compact: one digit or letter (small judges such as the embedded 135M model)"}
+JUDGE_TEMPLATES = {"pointwise": DEFAULT_POINTWISE_TEMPLATE, "pairwise": DEFAULT_PAIRWISE_TEMPLATE,
+                   "listwise": DEFAULT_LISTWISE_TEMPLATE}
 
 
 def _key(name: str) -> str:
@@ -112,16 +121,9 @@ def judge_section(data: dict, targets: dict) -> None:
     if judge["kind"] == "llm":
         with c1:
             judge["target"] = choice("Judge model", targets, judge["target"], key=_key("judge_target"))
-        if warning := gen_svc.judge_warning(judge["target"]):
-            st.warning(warning, icon=":material/warning:")
-        modes = {"pointwise": "Pointwise: rate each candidate",
-                 "pairwise": "Pairwise: also compare best and worst, in both orders"}
         with c2:
-            judge["mode"] = choice("Mode", modes, judge["mode"], key=_key("judge_mode"))
-        aspects = judge.get("aspects") or list(ASPECTS)
-        judge["aspects"] = st.multiselect("Aspects, each rated 1–5 (type to add your own)",
-                                          sorted({*ASPECTS, *aspects}), aspects, accept_new_options=True,
-                                          key=_key("aspects")) or None
+            judge["mode"] = choice("Mode", JUDGE_MODES, judge["mode"], key=_key("judge_mode"))
+        llm_judge_options(judge)
     else:
         judge["mode"] = "pointwise"
         rubric = judge["rubric"]
@@ -141,6 +143,32 @@ def judge_section(data: dict, targets: dict) -> None:
                       judge.get("min_sft_score") is not None, key=_key("sft"))
     judge["min_sft_score"] = c2.slider("…when its score is at least", 1.0, 5.0,
                                        float(judge.get("min_sft_score") or 4.0), 0.5, key=_key("min_sft")) if sft else None
+
+
+def llm_judge_options(judge: dict) -> None:
+    """Reply format, the listwise swap margin, the aspects; and what to expect from a small judge."""
+    c1, c2 = st.columns(2)
+    with c1:
+        judge["reply_format"] = choice("Judge replies with", REPLY_FORMATS, judge.get("reply_format", "json"),
+                                       key=_key("reply_format"))
+    if judge["mode"] == "listwise":
+        margin = judge.get("swap_margin")
+        check = c2.checkbox("Re-judge close calls in reversed order", margin is not None, key=_key("swap"),
+                            help="Checks position bias where it matters: a second call only when the best and "
+                                 "the worst candidate are within the margin.")
+        judge["swap_margin"] = c2.slider("…when within (points)", 0.0, 4.0, float(1.0 if margin is None else margin),
+                                         0.25, key=_key("swap_margin")) if check else None
+    if warning := gen_svc.judge_warning(judge["target"]):
+        st.warning(warning, icon=":material/warning:")
+        st.caption(SMALL_JUDGE_EXPECTATION)
+    if judge["reply_format"] == "compact":
+        judge["aspects"] = None
+        st.caption("A compact judge gives one overall score per candidate (1–5), or one letter per comparison.")
+        return
+    aspects = judge.get("aspects") or list(ASPECTS)
+    judge["aspects"] = st.multiselect("Aspects, each rated 1–5 (type to add your own)",
+                                      sorted({*ASPECTS, *aspects}), aspects, accept_new_options=True,
+                                      key=_key("aspects")) or None
 
 
 def preprocess_section(data: dict) -> None:
@@ -173,9 +201,9 @@ def templates_section(data: dict) -> None:
         if text != INSTRUCTION_TEMPLATES[kind]:
             overrides[kind] = text
     ins["templates"] = overrides
-    if judge["kind"] == "llm":
+    if judge["kind"] == "llm" and judge.get("reply_format") != "compact":
         field = f"{judge['mode']}_template"
-        default = DEFAULT_POINTWISE_TEMPLATE if judge["mode"] == "pointwise" else DEFAULT_PAIRWISE_TEMPLATE
+        default = JUDGE_TEMPLATES[judge["mode"]]
         text = st.text_area(f"Judge prompt: {judge['mode']}", judge.get(field) or default, height=260,
                             key=_key(f"tpl_{field}"))
         judge[field] = text if text != default else None

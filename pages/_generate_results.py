@@ -21,7 +21,7 @@ from studio.services import generate as gen_svc
 KINDS = {"preference": "Preference pairs", "sft": "SFT pairs"}
 FORMATS = {"jsonl": "JSON Lines", "parquet": "Parquet", "datasets": "datasets folder (save_to_disk)"}
 SWAP = {True: "both judge orders agreed", False: "the two judge orders disagreed",
-        None: "no position-swap check (pointwise judge)"}
+        None: "no position-swap check (pointwise judge, or a listwise call clear enough to need none)"}
 EXTENSIONS = {"jsonl": ".jsonl", "parquet": ".parquet", "datasets": ""}
 
 
@@ -74,7 +74,7 @@ def candidate_view(c: dict, role: str | None) -> None:
         st.markdown((f"**{role}** · " if role else "") + " · ".join(facts))
         st.text(c["text"])
         for j in c.get("judgments", []):
-            if j["mode"] == "pointwise":
+            if j["mode"] in ("pointwise", "listwise"):
                 judgment_view(j)
 
 

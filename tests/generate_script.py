@@ -3,8 +3,9 @@
 The fake server calls ``scripted_reply(request)`` for every chat request (``Behavior.reply``). It
 recognises the studio's own prompts: a Self-Instruct prompt gets a numbered list of tasks built from
 the seed, an Evol-Instruct prompt a rewritten prompt, a pointwise judge prompt JSON scores, a
-pairwise judge prompt a verdict, and anything else (an instruction) an answer whose text depends on
-the sampling seed, so candidates differ and the judge can tell them apart.
+pairwise judge prompt a verdict, a listwise one scores for every candidate, and anything else (an
+instruction) an answer whose text depends on the sampling seed, so candidates differ and the judge
+can tell them apart.
 
 Markers let a test steer it: a response containing ``UNJUDGEABLE`` gets a judge reply that is not
 JSON (also on the repair prompt); an instruction containing ``NO-TASKS`` gets a self-instruct answer
@@ -51,6 +52,13 @@ def scripted_reply(request: dict) -> str:
         return "Here are the tasks:\n" + "\n".join(f"{i + 1}. Task {i + 1} from: {seed}" for i in range(n))
     if user.startswith("You are a prompt rewriter"):
         return "Rewritten prompt: " + _between(user, "<prompt>\n", "\n</prompt>") + " Explain each step."
+    if "[CANDIDATE 1]" in user:  # listwise: every candidate scored in one reply
+        shown = re.findall(r"\[CANDIDATE (\d+)\]\n(.*?)\n\[END CANDIDATE \1\]", user, re.S)
+        if any(UNJUDGEABLE in text for _, text in shown):
+            return "These all look fine to me."
+        return json.dumps({"ratings": [{"candidate": int(n), **dict.fromkeys(
+            ("helpfulness", "honesty", "instruction_following", "truthfulness"), _score(text)),
+            "rationale": f"scored {_score(text)}"} for n, text in shown]})
     if "[RESPONSE A]" in user:
         a = _between(user, "[RESPONSE A]\n", "\n[END RESPONSE A]")
         b = _between(user, "[RESPONSE B]\n", "\n[END RESPONSE B]")

@@ -13,6 +13,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from studio import settings
 from studio.services import generate as gen_svc
 from studio.services import models as models_svc
 from studio.services import seeds as seeds_svc
@@ -251,13 +252,18 @@ def test_results_filters_ledger_and_export(fake_endpoint, tmp_path):
     at = rerun(at)
     assert len(next(d.value for d in at.dataframe if "chosen" in d.value.columns)) == run.counts["preference_pairs"]
 
-    target = tmp_path / "out" / "prefs"
-    at.text_input(key="export_path").input(str(target))
+    # a path typed in the browser must stay inside STUDIO_HOME: outside is refused, nothing written
+    at.text_input(key="export_path").input(str(tmp_path / "out" / "prefs"))
     widget(at.button, "Export preference pairs").click()
     at = rerun(at)
-    assert any(f"to `{target}.jsonl`" in s.value for s in at.success), texts(at)
-    lines = (tmp_path / "out" / "prefs.jsonl").read_text().splitlines()
-    assert len(lines) == run.counts["preference_pairs"]
+    assert any("points outside" in e.value for e in at.error), texts(at)
+    assert not (tmp_path / "out").exists()
+    at.text_input(key="export_path").input("out/prefs")          # relative: under STUDIO_HOME/exports
+    widget(at.button, "Export preference pairs").click()
+    at = rerun(at)
+    target = settings.current().home / "exports" / "out" / "prefs.jsonl"
+    assert any(f"to `{target}`" in s.value for s in at.success), texts(at)
+    assert len(target.read_text().splitlines()) == run.counts["preference_pairs"]
 
 
 def test_stop_then_resume_a_run_from_the_page(fake_endpoint, fake_openai):

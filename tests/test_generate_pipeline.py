@@ -5,6 +5,8 @@ transformers model, and the real embedded llama.cpp server."""
 from __future__ import annotations
 
 import json
+import re
+import threading
 
 import pytest
 
@@ -251,3 +253,123 @@ def test_self_instruct_drops_echoed_placeholders_that_small_models_write():
     reply = ("Here are the tasks:\n1. <task>\n2. [explain your method]\n3. Write a poem about the sea.\n"
              "4. [another_task](https://example.com/custom)\n5. List [three] prime numbers.")
     assert parse_task_list(reply, 5) == ["Write a poem about the sea.", "List [three] prime numbers."]
+
+
+# -- listwise judging -----------------------------------------------------------------------------------------
+class Recorder:
+    """Answers like ``reply`` and keeps the listwise judge prompts it saw."""
+
+    def __init__(self, reply=scripted_reply):
+        self.reply, self.prompts, self.lock = reply, [], threading.Lock()
+
+    def __call__(self, request: dict) -> str:
+        user = request["messages"][-1]["content"]
+        if "[CANDIDATE 1]" in user:
+            with self.lock:
+                self.prompts.append(user)
+        return self.reply(request)
+
+
+def test_listwise_rates_all_candidates_in_one_call_per_instruction(db, fake_endpoint):
+    summary = run_generation(make_config(judge={"mode": "listwise"}))
+    assert summary.status == "succeeded", summary.message
+    c = summary.counts
+    assert (c["responses_kept"], c["judgments"], c["preference_pairs"], c["sft_pairs"]) == (12, 12, 6, 6)
+    ledger = {r["stage"]: r for r in service.get_run(summary.run_id).ledger["by_stage"]}
+    assert ledger["judge"]["calls"] == 6            # one call per instruction, not one per candidate
+    judged = rows(db, "SELECT * FROM judgments WHERE run_id = ? ORDER BY id", [summary.run_id])
+    assert {j["mode"] for j in judged} == {"listwise"} and not any(j["order_swapped"] for j in judged)
+    assert sum(j["prompt_tokens"] > 0 for j in judged) == 6   # each call's tokens counted once
+    for pair in rows(db, "SELECT * FROM preference_pairs WHERE run_id = ?", [summary.run_id]):
+        assert "variant 1" in pair["chosen"] and "variant 0" in pair["rejected"]
+        assert (pair["score_gap"], pair["confidence"], pair["swap_agreement"]) == (2.0, 0.5, None)
+        meta = json.loads(pair["metadata"])
+        assert meta["mode"] == "listwise" and meta["swap_checked"] is False
+        assert sorted(meta["shown_order"]) == sorted([pair["chosen_response_id"], pair["rejected_response_id"]])
+    lineage = service.get_lineage("preference", service.list_pairs("preference", {"run_id": summary.run_id})[0]["id"])
+    for candidate in lineage["candidates"]:
+        (judgment,) = candidate["judgments"]
+        assert judgment["mode"] == "listwise" and '"ratings"' in judgment["raw_output"]
+        assert lineage["templates"][judgment["template_id"]]["kind"] == "judge:listwise"
+    assert_consistent(db, summary.run_id)
+
+
+def test_listwise_shuffles_the_shown_order_by_a_seed(db, fake_endpoint):
+    config = make_config(instructions={"method": "seeds"}, seeds={"texts": [f"Task {i}." for i in range(12)]},
+                         judge={"mode": "listwise"})
+    fake_endpoint.configure(reply=(recorder := Recorder()))
+    summary = run_generation(config)
+    assert summary.status == "succeeded", summary.message
+    firsts = {re.findall(r"\[CANDIDATE \d\]\n(Answer variant \d)", prompt)[0] for prompt in recorder.prompts}
+    assert len(recorder.prompts) == 12
+    assert firsts == {"Answer variant 0", "Answer variant 1"}   # both candidates get shown first somewhere
+
+
+def test_listwise_swaps_only_close_calls_and_a_position_biased_judge_is_caught(db, fake_endpoint):
+    def first_is_best(request):
+        text = scripted_reply(request)
+        if not text.startswith('{"ratings"'):
+            return text
+        ratings = json.loads(text)["ratings"]
+        scores = [4, 3] if len(ratings) == 2 else [3] * len(ratings)    # the first shown wins by one point
+        return json.dumps({"ratings": [{**r, "helpfulness": s, "honesty": s, "instruction_following": s,
+                                        "truthfulness": s} for r, s in zip(ratings, scores)]})
+
+    fake_endpoint.configure(reply=(recorder := Recorder(first_is_best)))
+    summary = run_generation(make_config(judge={"mode": "listwise", "swap_margin": 1.0}))
+    assert summary.status == "succeeded", summary.message
+    assert len(recorder.prompts) == 12                   # every call was close: 6 + 6 reversed
+    swapped = rows(db, "SELECT count(*) AS n FROM judgments WHERE order_swapped")[0]["n"]
+    assert swapped == 12
+    assert summary.counts["preference_pairs"] == 0                  # reversed, the other wins: the means tie
+
+    fake_endpoint.configure(reply=scripted_reply)
+    clear = run_generation(make_config(name="clear", seeds={"texts": ["Name a fruit.", "Say hello."]},
+                                       judge={"mode": "listwise", "swap_margin": 1.0}))  # new texts: not cached
+    assert clear.counts["preference_pairs"] == 4
+    assert rows(db, "SELECT count(*) AS n FROM judgments WHERE run_id = ? AND order_swapped",
+                [clear.run_id])[0]["n"] == 0                        # a 2-point gap is not close: one call each
+
+
+def test_listwise_close_call_that_holds_after_the_swap_agrees(db, fake_endpoint):
+    def close(request):
+        text = scripted_reply(request)
+        if not text.startswith('{"ratings"'):
+            return text
+        ratings = json.loads(text)["ratings"]   # scripted: variant 1 scores 4, variant 0 scores 2 -> 4 and 3
+        return json.dumps({"ratings": [{**r, **{a: (4 if r["helpfulness"] == 4 else 3) for a in
+                                                 ("helpfulness", "honesty", "instruction_following", "truthfulness")}}
+                                       for r in ratings]})
+
+    fake_endpoint.configure(reply=close)
+    summary = run_generation(make_config(judge={"mode": "listwise"}))
+    pairs = service.list_pairs("preference", {"run_id": summary.run_id})
+    assert len(pairs) == 6
+    for pair in pairs:
+        assert "variant 1" in pair["chosen"] and pair["swap_agreement"] is True
+        assert (pair["score_gap"], pair["confidence"]) == (1.0, 0.25)
+        meta = json.loads(rows(db, "SELECT metadata FROM preference_pairs WHERE id = ?", [pair["id"]])[0]["metadata"])
+        assert meta["swap_checked"] is True and len(meta["reversed_judgment_ids"]) == 2
+
+
+def test_listwise_unreadable_reply_is_kept_failed_and_the_run_goes_on(db, fake_endpoint):
+    config = make_config(seeds={"texts": [f"Say {UNJUDGEABLE} please.", "Name a fruit."]},
+                         instructions={"method": "seeds"}, judge={"mode": "listwise"})
+    summary = run_generation(config)
+    assert summary.status == "succeeded", summary.message
+    failed = rows(db, "SELECT raw_output, parse_status, overall_score FROM judgments WHERE parse_status = 'failed'")
+    assert len(failed) == 2 and all(f["overall_score"] is None for f in failed)
+    assert all(REPAIR_SEPARATOR in f["raw_output"] and "look fine" in f["raw_output"] for f in failed)
+    assert summary.counts["preference_pairs"] == 1
+
+
+def test_listwise_resume_after_a_judge_outage_asks_again(db, fake_endpoint):
+    fake_endpoint.configure(reply=scripted_reply, reject_marker="[CANDIDATE 1]")
+    config = make_config(judge={"mode": "listwise"})
+    first = run_generation(config)
+    assert first.status == "failed" and first.counts.get("judgments", 0) == 0
+    fake_endpoint.configure(reply=scripted_reply)
+    again = run_generation(config, run_id=first.run_id)
+    assert again.status == "succeeded", again.message
+    assert (again.counts["judgments"], again.counts["preference_pairs"]) == (12, 6)
+    assert_consistent(db, again.run_id)

@@ -223,7 +223,7 @@ def test_pairwise_repaired_and_backend_failure(fake_openai):
 
 # -- config, confidence, choice ------------------------------------------------------------------------------
 @pytest.mark.parametrize("changes,match", [
-    ({"mode": "listwise"}, "JudgeConfig.mode='listwise' is not a judge mode"),
+    ({"mode": "rankwise"}, "JudgeConfig.mode='rankwise' is not a judge mode.*'listwise'"),
     ({"aspects": ()}, "JudgeConfig.aspects=\\(\\) is empty"),
     ({"aspects": "helpfulness"}, "JudgeConfig.aspects='helpfulness' is empty or not a list"),
     ({"aspects": ("Instruction Following",)}, "invalid name 'Instruction Following'.*snake_case"),

@@ -27,7 +27,8 @@ from studio.errors import BadInput, StudioError
 METHODS = ("seeds", "self_instruct", "evol")
 EVOL_OPERATIONS = ("deepen", "constraints", "concretize", "reasoning", "breadth")
 JUDGE_KINDS = ("llm", "rubric")
-JUDGE_MODES = ("pointwise", "pairwise")
+JUDGE_MODES = ("pointwise", "pairwise", "listwise")
+REPLY_FORMATS = ("json", "compact")
 _TARGET = re.compile(r"^(endpoint|local):[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
 DEFAULT_TARGET = "endpoint:embedded"
 
@@ -193,12 +194,21 @@ class JudgeSection:
 
     kind: str = _help("'llm' (a model rates each candidate) or 'rubric' (a Python rubric).", default="llm")
     target: str = _help("The judge model (llm kind): endpoint:<name> or local:<model>.", default=DEFAULT_TARGET)
-    mode: str = _help("'pointwise' (rate each candidate) or 'pairwise' (also compare the best and the worst "
-                      "in both orders to cancel position bias).", default="pointwise")
+    mode: str = _help("'listwise' (one call rates all candidates of an instruction, in a shuffled order, and "
+                      "judges again in reversed order when the best and the worst are close), 'pointwise' (one "
+                      "call per candidate) or 'pairwise' (pointwise, then the best and the worst compared in both "
+                      "orders to cancel position bias). With kind 'rubric' it is 'pointwise'.", default="listwise")
     aspects: list[str] | None = _help("Aspects rated 1-5; empty = the judge's defaults (helpfulness, honesty, "
                                       "instruction-following, truthfulness).", default=None)
     pointwise_template: str | None = _help("Pointwise judge prompt override (empty = default).", default=None)
     pairwise_template: str | None = _help("Pairwise judge prompt override (empty = default).", default=None)
+    listwise_template: str | None = _help("Listwise judge prompt override (empty = default).", default=None)
+    reply_format: str = _help("'json' (scores per aspect with a rationale) or 'compact' (one digit or one letter per "
+                              "verdict, for judges too small to write JSON, e.g. the embedded 135M model).",
+                              default="json")
+    swap_margin: float | None = _help("Listwise: judge again in reversed order when the best and the worst "
+                                      "candidate are at most this many points apart (0 to 4); empty = never.",
+                                      default=1.0)
     temperature: float = _help("Judge sampling temperature (0 to 2).", default=0.0)
     max_tokens: int = _help("Most tokens of a judge reply (16 to 8192).", default=400)
     repair: bool = _help("Send one repair prompt when a reply is not valid JSON.", default=True)
@@ -211,8 +221,21 @@ class JudgeSection:
             _fail("kind", self.kind, f"Use one of: {', '.join(JUDGE_KINDS)}.")
         if self.mode not in JUDGE_MODES:
             _fail("mode", self.mode, f"Use one of: {', '.join(JUDGE_MODES)}.")
-        if self.kind == "rubric" and self.mode == "pairwise":
+        if self.kind == "rubric" and self.mode == "listwise":
+            self.mode = "pointwise"   # the default mode; a rubric scores each candidate alone
+        if self.kind == "rubric" and self.mode != "pointwise":
             _fail("mode", self.mode, "A rubric scores each candidate alone: use mode 'pointwise' with kind 'rubric'.")
+        if self.reply_format not in REPLY_FORMATS:
+            _fail("reply_format", self.reply_format, f"Use one of: {', '.join(REPLY_FORMATS)}.")
+        custom = [n for n in ("pointwise_template", "pairwise_template", "listwise_template") if getattr(self, n)]
+        if self.reply_format == "compact" and custom:
+            raise BadInput(f"{custom[0]} is set, but reply_format 'compact' uses its built-in short prompts.",
+                           hint=f"Remove {custom[0]}, or use reply_format 'json'.")
+        if self.swap_margin is not None and (isinstance(self.swap_margin, bool)
+                                             or not isinstance(self.swap_margin, (int, float))
+                                             or not 0 <= self.swap_margin <= 4):
+            _fail("swap_margin", self.swap_margin, "Use a number of points from 0 to 4 (1.0 re-checks close calls), "
+                                                   "or leave it empty to never re-judge.")
         if self.kind == "llm":
             check_target("target", self.target)
         else:

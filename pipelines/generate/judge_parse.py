@@ -265,3 +265,90 @@ def parse_pairwise(text: str) -> ParsedPairwise:
     if len(verdicts) > 1:
         raise JudgeParseError("the reply gives more than one verdict")
     raise JudgeParseError("no winner in the reply")
+
+
+# -- listwise: all candidates of an instruction in one reply ---------------------------------------
+INDEX_KEYS = ("candidate", "id", "index", "number", "position", "response", "answer", "item")
+LIST_KEYS = ("ratings", "candidates", "scores", "results", "evaluations", "responses", "items")
+_INDEX_TEXT = re.compile(r"^\s*(?:(?:candidate|response|answer|item|option)[\s_#-]*)?(\d{1,2})\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class ParsedListwise:
+    scores: list[dict[str, int]]       # per candidate IN THE SHOWN ORDER (index 0 = "candidate 1")
+    rationales: list[str | None]
+
+
+def _index(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    match = _INDEX_TEXT.match(value) if isinstance(value, str) else None
+    return int(match.group(1)) if match else None
+
+
+def _entry_index(entry: dict[str, Any]) -> int | None:
+    by_key = {norm_key(k): v for k, v in entry.items()}
+    for key in INDEX_KEYS:
+        if key in by_key and _index(by_key[key]) is not None:
+            return _index(by_key[key])
+    return None
+
+
+def _groupings(objects: list[dict[str, Any]]) -> Iterable[list[tuple[int | None, dict[str, Any]]]]:
+    """Ways a reply lists its per-candidate entries: a list under some key (``{"ratings": [...]}``),
+    keys naming the candidates (``{"candidate 1": {...}}``), or the objects of a bare array in order."""
+    for obj in objects:
+        by_key = {norm_key(k): v for k, v in obj.items()}
+        for key in (*LIST_KEYS, *by_key):
+            value = by_key.get(key)
+            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                yield [(_entry_index(v), v) for v in value]
+                break
+        named = [(_index(k), v) for k, v in obj.items() if isinstance(v, dict)]
+        if named and all(i is not None for i, _ in named):
+            yield named
+    loose = [obj for obj in objects if _entry_index(obj) is not None or len(objects) > 1]
+    if loose:
+        yield [(_entry_index(obj), obj) for obj in loose]
+
+
+def _read_grouping(entries: list[tuple[int | None, dict[str, Any]]], aspects: tuple[str, ...],
+                   count: int) -> ParsedListwise:
+    indexed = all(i is not None for i, _ in entries)
+    scores: list[dict[str, int] | None] = [None] * count
+    notes: list[str | None] = [None] * count
+    for n, (index, entry) in enumerate(entries):
+        position = (index - 1) if indexed else n
+        if not 0 <= position < count:
+            raise JudgeParseError(f"candidate {position + 1} does not exist (there are {count})")
+        found, nested_note = _scores_in(entry, aspects)
+        if not found:
+            continue
+        if scores[position] is not None:
+            raise JudgeParseError(f"candidate {position + 1} is rated twice")
+        scores[position], notes[position] = found, _rationale(entry) or nested_note
+    missing = [str(n + 1) for n, s in enumerate(scores) if s is None]
+    if missing:
+        raise JudgeParseError(f"no score for candidate {', '.join(missing)} of {count}")
+    return ParsedListwise([s for s in scores if s is not None], notes)
+
+
+def parse_listwise(text: str, aspects: tuple[str, ...] | list[str], count: int) -> ParsedListwise:
+    """Scores of every one of ``count`` candidates, in the order shown to the judge. A reply that
+    leaves any candidate unscored is not read (one repair prompt follows): a partial ranking would
+    silently favour the candidates the judge got to first."""
+    aspects = tuple(aspects)
+    objects = json_objects(text or "")
+    if not objects:
+        raise JudgeParseError("no JSON object in the reply")
+    errors: list[str] = []
+    for grouping in _groupings(objects):
+        try:
+            return _read_grouping(grouping, aspects, count)
+        except JudgeParseError as exc:
+            errors.append(exc.reason)
+    raise JudgeParseError(errors[0] if errors else f"no per-candidate scores for the {count} candidates")

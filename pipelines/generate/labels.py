@@ -1,8 +1,11 @@
-"""The labelling stages of a run: judge every kept candidate, compare the chosen and rejected ones in
-both orders (pairwise mode), and turn the verdicts into SFT and preference pairs.
+"""The labelling stages of a run: judge every kept candidate (one call each, or all of an instruction's
+candidates in one listwise call: ``labels_listwise``), compare the chosen and rejected ones in both
+orders (pairwise mode), and turn the verdicts into SFT and preference pairs.
 
 Ids are known before the calls, so a resume skips what exists:
 * pointwise judgment: ``stable_id(run, response, judge, 'pointwise')``;
+* listwise judgment: ``stable_id(run, response, judge, 'listwise' | 'listwise-reversed')``, one row
+  per candidate per pass, every row of an instruction in one transaction;
 * pairwise judgment: ``stable_id(run, chosen, rejected, judge, order)``, one row per order (both
   rows in one transaction; the row for order 'ba' shows the rejected response as A);
 * pairs: ``stable_id(run, instruction)`` per kind, built only once every candidate of the
@@ -41,23 +44,41 @@ def pairwise_id(ctx: RunContext, chosen: str, rejected: str, order: str) -> str:
     return stable_id("jdg", ctx.run_id, chosen, rejected, judge_key(ctx), order)
 
 
+def listwise_id(ctx: RunContext, rid: str, reverse: bool = False) -> str:
+    return stable_id("jdg", ctx.run_id, rid, judge_key(ctx), "listwise-reversed" if reverse else "listwise")
+
+
+def score_id(ctx: RunContext, rid: str) -> str:
+    """The id of the judgment that scores a candidate (its first pass, in listwise mode)."""
+    listwise = ctx.config.judge.kind == "llm" and ctx.config.judge.mode == "listwise"
+    return listwise_id(ctx, rid) if listwise else pointwise_id(ctx, rid)
+
+
 def judge_config(ctx: RunContext) -> JudgeConfig:
     section = ctx.config.judge
     overrides = {k: v for k, v in (("pointwise_template", section.pointwise_template),
-                                   ("pairwise_template", section.pairwise_template)) if v}
+                                   ("pairwise_template", section.pairwise_template),
+                                   ("listwise_template", section.listwise_template)) if v}
     return JudgeConfig(mode=section.mode, aspects=tuple(section.aspects or ASPECTS), temperature=section.temperature,
-                       max_tokens=section.max_tokens, repair=section.repair, **overrides)
+                       max_tokens=section.max_tokens, repair=section.repair, reply_format=section.reply_format,
+                       swap_margin=section.swap_margin, **overrides)
 
 
-def _store_judge_templates(ctx: RunContext, config: JudgeConfig) -> dict[str, str]:
-    ids = {}
-    rows = []
-    for mode, text in (("pointwise", config.pointwise_template), ("pairwise", config.pairwise_template)):
-        full = f"{config.system_prompt}\n\n{text}" if config.system_prompt else text
+def store_judge_templates(ctx: RunContext, config: JudgeConfig) -> dict[str, str]:
+    """The prompt each judge mode uses, with its system message (and, compact, its demonstration
+    turns are built from it), stored once for lineage; mode -> template id."""
+    judge = LLMJudge(None, config)
+    ids, rows = {}, []
+    for mode in ("pointwise", "pairwise", "listwise"):
+        text, system = judge.template(mode), judge.system_text()
+        full = f"{system}\n\n{text}" if system else text
         ids[mode] = tpl.template_id(f"judge:{mode}", full)
-        rows.append((ids[mode], f"judge {mode}", f"judge:{mode}", full))
+        rows.append((ids[mode], f"judge {mode}" + (" (compact)" if config.compact else ""), f"judge:{mode}", full))
     store.upsert_templates(ctx.db, rows)
     return ids
+
+
+_store_judge_templates = store_judge_templates
 
 
 def _pointwise_row(ctx: RunContext, j, template_id: str | None) -> dict[str, Any]:
@@ -76,6 +97,11 @@ def _call_failed(j) -> bool:
 
 # -- pointwise -------------------------------------------------------------------------------------------
 async def judge_stage(ctx: RunContext) -> None:
+    if ctx.config.judge.kind == "llm" and ctx.config.judge.mode == "listwise":
+        from pipelines.generate.labels_listwise import listwise_stage
+
+        await listwise_stage(ctx)
+        return
     instructions = {i["id"]: i for i in store.instructions_of(ctx.db, ctx.run_id, ("kept",))}
     existing = store.existing_ids(ctx.db, "judgments", ctx.run_id)
     todo = [r for r in store.responses_of(ctx.db, ctx.run_id, ("kept",))
@@ -145,7 +171,8 @@ def _expected(ctx: RunContext, instruction_id: str) -> list[str]:
 
 
 def _candidates(ctx: RunContext, instruction_id: str, responses: dict, judgments: dict) -> list[tuple] | None:
-    """(response, pointwise judgment) of every kept candidate, or None while any is missing."""
+    """(response, scoring judgment) of every kept candidate, or None while any is missing. In
+    listwise mode the judgment's score is the mean over its passes (first and, if run, reversed)."""
     out = []
     for rid in _expected(ctx, instruction_id):
         row = responses.get(rid)
@@ -153,11 +180,23 @@ def _candidates(ctx: RunContext, instruction_id: str, responses: dict, judgments
             return None
         if row["status"] != "kept":
             continue
-        judgment = judgments.get(pointwise_id(ctx, rid))
+        judgment = judgments.get(score_id(ctx, rid))
         if judgment is None:
             return None
+        if judgment["mode"] == "listwise":
+            judgment = _listwise_combined(judgment, judgments.get(listwise_id(ctx, rid, reverse=True)))
         out.append((row, judgment))
     return out
+
+
+def _listwise_combined(first: dict, second: dict | None) -> dict:
+    passes = [j for j in (first, second) if j is not None and j["parse_status"] != "failed"
+              and j["overall_score"] is not None]
+    overall = round(sum(j["overall_score"] for j in passes) / len(passes), 4) if passes else None
+    return {**first, "overall_score": overall, "parse_status": first["parse_status"] if passes else "failed",
+            "first_pass_score": first["overall_score"] if first["parse_status"] != "failed" else None,
+            "reversed_pass_score": (second["overall_score"] if second and second["parse_status"] != "failed"
+                                    else None), "reversed_pass_id": second["id"] if second else None}
 
 
 def _scored(candidates: list[tuple]) -> list[tuple[str, float | None]]:
@@ -264,10 +303,16 @@ def _preference_pair(ctx: RunContext, ins: dict, candidates: list[tuple], judgme
         return None
     chosen, rejected, gap = choice
     by_id = {row["id"]: (row, j) for row, j in candidates}
+    ids_key = "listwise_judgment_ids" if ctx.config.judge.mode == "listwise" else "pointwise_judgment_ids"
     meta: dict[str, Any] = {"mode": ctx.config.judge.mode, "candidates": len(candidates),
-                            "pointwise_judgment_ids": [j["id"] for _, j in candidates]}
+                            ids_key: [j["id"] for _, j in candidates]}
     swap_agreement, flagged = None, False
-    if ctx.config.judge.mode == "pairwise":
+    if ctx.config.judge.kind == "llm" and ctx.config.judge.mode == "listwise":
+        from pipelines.generate.labels_listwise import listwise_pair_facts
+
+        swap_agreement, facts = listwise_pair_facts(ctx, ins, candidates, chosen, rejected)
+        meta.update(facts)
+    elif ctx.config.judge.mode == "pairwise":
         ab, ba = (judgments.get(pairwise_id(ctx, chosen, rejected, o)) for o in ("ab", "ba"))
         if ab is None or ba is None:
             return None                       # not judged yet: a later pass (or resume) builds it

@@ -123,7 +123,7 @@ async def _pipeline(ctx: RunContext, seeds: list[dict]) -> None:
 def _outcome(ctx: RunContext) -> tuple[str, str]:
     hint = resume_hint(ctx.run_id)
     if ctx.aborted:
-        return "failed", f"Stopped early: {ctx.aborted}. Nothing is lost. Fix the endpoint, then resume. {hint}"
+        return "failed", f"Stopped early: {ctx.aborted.rstrip('.')}. Nothing is lost. Fix the endpoint, then resume. {hint}"
     if ctx.stopped:
         return "stopped", f"Stopped on request. {hint}"
     failed = sum(ctx.failed.values())
