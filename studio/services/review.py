@@ -8,11 +8,13 @@ what to do; nothing sent or pulled is lost when Argilla stops half-way.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Iterator
 
 from pipelines.review.agreement import Agreement, compute_agreement
-from pipelines.review.client import ArgillaClient, ArgillaNotFound
+from pipelines.review.client import ArgillaClient, ArgillaNotFound, ArgillaUnavailable
 from pipelines.review.pull import RoundPull, pull_round, reconcile_round
 from pipelines.review.push import PushRequest, PushResult, dataset_url, push_records
 from pipelines.review.reconcile import LLM_LABEL, ReconcileRule, majority, vote_label
@@ -100,6 +102,45 @@ def _client() -> ArgillaClient:
     return ArgillaClient(conn.url, conn.api_key)
 
 
+@contextlib.contextmanager
+def _naming_down_parts() -> Iterator[None]:
+    """Argilla failing while the studio runs it embedded: say which of its parts is down (a crashed
+    search engine or Redis makes Argilla answer 500, which alone does not tell the user why)."""
+    try:
+        yield
+    except ArgillaUnavailable as err:
+        down = _down_parts()
+        if not down:
+            raise
+        raise ArgillaUnavailable(f"{err.message} {down}", hint=(err.hint or "") + " `python -m studio status` "
+                                 "shows each part; the supervisor restarts crashed parts.") from None
+
+
+def _down_parts() -> str:
+    """'<part> is down (<why>).' for every embedded Argilla part not running now ('' if none or external)."""
+    from studio.argilla_embedded import LABELS, PARTS
+    from studio.lifecycle import current, service_health
+    from studio.procs import read_state
+
+    try:
+        if not get_connection().embedded:
+            return ""
+    except StudioError:
+        return ""
+    out = []
+    for health in service_health():
+        if health.name not in PARTS or health.state == "not used":
+            continue
+        state = read_state(current(), health.name)
+        reindexing = health.name == "search" and int(state.get("restarts") or 0) > 0 and \
+            str(state.get("recovered_at") or "") < str(state.get("started_at") or "")
+        if health.state != "running":
+            out.append(f"{LABELS[health.name]} is down ({health.detail}).")
+        elif reindexing:
+            out.append(f"{LABELS[health.name]} restarted and is being reindexed from Argilla's database.")
+    return " ".join(out)
+
+
 def check_connection() -> ArgillaHealth:
     """Is Argilla reachable, and does it take the key? Never raises."""
     try:
@@ -117,7 +158,7 @@ def check_connection() -> ArgillaHealth:
 # -- push ---------------------------------------------------------------------------------------------
 def push_for_review(request: PushRequest, progress=None) -> PushResult:
     """Send records to Argilla now (idempotent; resumes an interrupted push)."""
-    with _client() as client:
+    with _client() as client, _naming_down_parts():
         return push_records(get_database(), client, request, progress)
 
 
@@ -159,7 +200,7 @@ def pull_reviews(round_id: str | None = None, rule: ReconcileRule | None = None,
     Argilla being down or refusing the key raises."""
     result = PullResult()
     rounds = _rounds(round_id)
-    with _client() as client:
+    with _client() as client, _naming_down_parts():
         for row in rounds:
             try:
                 result.rounds.append(pull_round(get_database(), client, row, rule, progress, force))
