@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ["STUDIO_HOME"] = tempfile.mkdtemp(prefix="bench-review-")
     server = None
-    if args.start:
+    if args.start or not os.environ.get("STUDIO_ARGILLA_URL"):  # by default a private embedded Argilla
         from tests.fixtures.argilla import start_argilla_test_server
 
         server = start_argilla_test_server(Path(tempfile.mkdtemp(prefix="bench-argilla-")) / "home")

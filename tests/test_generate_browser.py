@@ -58,7 +58,7 @@ def test_type_seeds_start_a_run_and_see_pairs(fake_openai, streamlit_app, browse
     lineage = results.get_by_test_id("stExpander").filter(has_text="Lineage of one pair")
     lineage.get_by_text("chosen", exact=True).wait_for()
     lineage.get_by_test_id("stText").filter(has_text="Answer variant 1").first.wait_for()
-    lineage.get_by_test_id("stCode").filter(has_text='"helpfulness": 4').wait_for()  # the judge's raw reply
+    lineage.get_by_test_id("stCode").filter(has_text='"helpfulness": 4').first.wait_for()  # the judge's raw reply (listwise: one reply for both candidates)
     page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')", timeout=30_000)
     page.screenshot(path=str(shots / "4-results.png"), full_page=True)
     assert results.get_by_test_id("stDataFrame").first.is_visible()
