@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._ui import show_error, state_label
+from pages._ui import attempt, show_error, state_label, watch_jobs
 from studio.errors import StudioError
+from studio.services import demo as demo_service
 from studio.services import status as status_service
 
 STAGE_LABELS = {
@@ -59,6 +60,20 @@ for start in range(0, len(stages), METRICS_PER_ROW):
     columns = st.columns(METRICS_PER_ROW)
     for column, (stage, count) in zip(columns, stages[start:start + METRICS_PER_ROW]):
         column.metric(STAGE_LABELS.get(stage, stage.replace("_", " ").capitalize()), f"{count:,}")
+
+st.subheader("The alignment demo")
+st.caption("Teaches the base model a stated rule (answer in at most 10 words) with LoRA DPO on the CPU, then "
+           "compares it with its base on held-out prompts. Needs `python -m studio up` (the embedded endpoint writes "
+           "the data); `python -m studio demo` runs the same chain. Details: docs/demo.md.")
+running = watch_jobs(demo_service.JOB_KIND)
+quick = st.checkbox("Quick (fewer prompts and steps: checks the wiring, noisier figures)", key="demo_quick")
+if st.button("Run the demo", icon=":material/play_arrow:", disabled=bool(running), key="demo_start"):
+    started, job_id = attempt(demo_service.start_demo_job, quick=quick)
+    if started:
+        st.success(f"The demo is running as job {job_id}.")
+last = demo_service.latest_demo()
+if last is not None and last.status == "succeeded" and last.progress.get("result"):
+    st.success(f"Last demo: {last.progress.get('message')}")
 
 st.divider()
 st.caption(f"STUDIO_HOME: `{status.home}`  \nDatabase: `{status.database}` (schema version {status.schema_version})")

@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.cli_compare import register as register_compare
 
     register_compare(sub)
+    from studio.cli_demo import register as register_demo
+
+    register_demo(sub)
     return parser
 
 
