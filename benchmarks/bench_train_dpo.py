@@ -102,7 +102,7 @@ def direct_run(model_dir: Path, rows: list[dict], steps: int, batch: int, max_le
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=None, help="transformers folder of SmolLM2-135M-Instruct")
-    parser.add_argument("--steps", type=int, default=_report.size(4, 2))
+    parser.add_argument("--steps", type=int, default=_report.size(16, 4))
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=128)
     args = parser.parse_args(argv)

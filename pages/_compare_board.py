@@ -5,6 +5,7 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
+from pages._ui import attempt
 from studio.services import compare as compare_svc
 
 VOTERS = {None: "Everyone", "human": "People", "llm": "LLM judges", "rubric": "Rubrics"}
@@ -34,6 +35,8 @@ def board_tab() -> None:
     length = cols[3].toggle("Length-controlled win rates", key="cmp_board_lc")
     board = compare_svc.leaderboard(comparison_id=scope, voter_kind=voter_kind, slice_key=slice_key,
                                     length_controlled=length)
+    if scope:
+        _metrics(scope)
     if not board.votes:
         st.info(board.message)
         return
@@ -59,3 +62,19 @@ def board_tab() -> None:
         a = board.agreement
         kappa = f", Cohen's κ {a.kappa:.2f}" if a.kappa is not None else ""
         st.caption(f"People and judges agree on {a.agree} of {a.n} shared comparisons ({a.rate:.0%}{kappa}).")
+
+
+def _metrics(comparison_id: str) -> None:
+    """Reference metrics of one comparison: stored once computed (perplexity loads every model)."""
+    stored = compare_svc.stored_metrics(comparison_id)
+    with st.expander("Reference metrics: BLEU, ROUGE-L, held-out perplexity, reward-model accuracy",
+                     expanded=bool(stored)):
+        if st.button("Compute metrics" if not stored else "Recompute metrics", key="cmp_metrics_go"):
+            with st.spinner("Scoring the answers against the references and loading each model for perplexity..."):
+                ok, stored = attempt(compare_svc.compute_metrics, comparison_id)
+        if stored:
+            st.dataframe([{**m, "notes": "; ".join(m["notes"])} for m in stored["models"]], hide_index=True,
+                         width="stretch")
+            if stored.get("reward_accuracy"):
+                r = stored["reward_accuracy"]
+                st.caption(f"Reward model {r['reward_model']}: accuracy {r['accuracy']:.1%} on {r['pairs']} held-out pairs.")

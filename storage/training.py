@@ -192,6 +192,16 @@ def insert_metrics(db: Database, run_id: str, step: int, epoch: float | None, va
     return len(rows)
 
 
+def insert_metrics_batch(db: Database, run_id: str, events: list[tuple[int, float | None, dict[str, Any]]]) -> int:
+    """Upsert several log events in one transaction (one open of the database file)."""
+    rows = [[run_id, int(step), epoch, name, _number(v)] for step, epoch, values in events
+            for name, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if rows:
+        with db.session(transaction=True) as cur:
+            cur.executemany(UPSERT_METRIC, rows)
+    return len(rows)
+
+
 def list_metrics(db: Database, run_id: str, since_step: int | None = None) -> list[MetricRow]:
     """Metrics in step order; with ``since_step`` only later steps (what a live chart polls for)."""
     with db.session() as cur:

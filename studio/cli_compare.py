@@ -100,7 +100,22 @@ def cmd_comparisons(args) -> int:
         print(f"{report.votes} votes, {report.skipped} already judged, {report.failed} without a readable verdict")
     elif args.action == "resume":
         return _run(args.comparison, args.job_id)
+    elif args.action == "metrics":
+        _print_metrics(service.compute_metrics(args.comparison, with_perplexity=not args.no_perplexity), args.json)
     return 0
+
+
+def _print_metrics(report: dict, as_json: bool) -> None:
+    from studio.cli import _table
+
+    if as_json:
+        _print_json(report)
+        return
+    _table([{**m, "notes": "; ".join(m["notes"])} for m in report["models"]],
+           ["model", "answers", "with_reference", "bleu", "rouge_l", "perplexity", "notes"])
+    if report.get("reward_accuracy"):
+        r = report["reward_accuracy"]
+        print(f"reward model {r['reward_model']}: accuracy {r['accuracy']:.1%} on {r['pairs']} held-out pairs")
 
 
 def cmd_leaderboard(args) -> int:
@@ -152,6 +167,11 @@ def register(sub) -> None:
     c_judge.add_argument("--rubric", help="a rubric judge instead, e.g. reference_match")
     c_judge.add_argument("--params", help="the rubric's parameters as JSON")
     c_sub.add_parser("resume", help="generate what is missing (after a stop or an outage)").add_argument("comparison")
+    c_metrics = c_sub.add_parser("metrics", help="BLEU / ROUGE-L against references, held-out perplexity, "
+                                                 "reward-model accuracy")
+    c_metrics.add_argument("comparison")
+    c_metrics.add_argument("--no-perplexity", action="store_true", help="skip perplexity (it loads each model)")
+    c_metrics.add_argument("--json", action="store_true")
 
     board = sub.add_parser("leaderboard", help="Bradley–Terry ratings and win rates with 95%% intervals")
     board.add_argument("--comparison", help="only this comparison")

@@ -281,3 +281,30 @@ def test_evaluate_run_against_base_and_leakage_guard(setup, tiny_b_dir):
     leaked = svc.create_comparison(ComparisonSpec(models=("local:tuned", "local:tiny-a"), prompt_source="upload",
                                                   prompt_source_id=str(path)), background=False)
     assert leaked.warnings and "3 of 3 evaluation prompts overlap the training prompts of local:tuned" in leaked.warnings[0]
+
+
+def test_reference_metrics_bleu_rouge_perplexity_and_an_endpoint_note(setup, fake_openai):
+    """BLEU / ROUGE-L equal the libraries' values on the same answers; perplexity is finite and differs
+    between the two tiny models; an endpoint gets a note instead of a perplexity; the result is stored."""
+    import math
+
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    models_svc.add_endpoint("fake", fake_openai.base_url, "fake-model", max_retries=0, timeout_s=10)
+    comparison_id = _ready(setup, models=("local:tiny-a", "local:tiny-b", "endpoint:fake"))
+    report = svc.compute_metrics(comparison_id)
+    by_model = {m["model"]: m for m in report["models"]}
+    prompts = {p.id: p for p in store.prompts_of(get_database(), comparison_id)}
+    outs = [o for o in store.outputs_of(get_database(), comparison_id) if o.model_id == "local:tiny-a"]
+    hyps, refs = [o.text for o in outs], [prompts[o.prompt_id].reference for o in outs]
+    assert by_model["local:tiny-a"]["with_reference"] == len(PROMPTS)
+    assert by_model["local:tiny-a"]["bleu"] == round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    expected = sum(scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs)) / len(hyps)
+    assert by_model["local:tiny-a"]["rouge_l"] == round(expected, 4)
+    ppl_a, ppl_b = by_model["local:tiny-a"]["perplexity"], by_model["local:tiny-b"]["perplexity"]
+    assert math.isfinite(ppl_a) and ppl_a > 1 and ppl_a != ppl_b
+    assert by_model["endpoint:fake"]["perplexity"] is None and "endpoint" in by_model["endpoint:fake"]["notes"][0]
+    assert report["reward_accuracy"] is None            # no reward model in this comparison
+    assert svc.stored_metrics(comparison_id) == report

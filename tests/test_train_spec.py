@@ -219,3 +219,27 @@ def test_training_store_runs_metrics_checkpoints(db):
     assert row.status == "failed" and row.error == "boom" and row.final_metrics == {"loss": 1.0} and row.finished_at
     with pytest.raises(ValueError, match="unknown run status"):
         store.set_status(db, run_id, "exploded")
+
+
+def test_metrics_are_buffered_and_flushed_at_checkpoints_and_the_end(db):
+    """Each write opens the shared database file, so log events wait for the flush interval, a
+    checkpoint, an evaluation or the end of training; nothing logged is lost."""
+    from types import SimpleNamespace
+
+    from pipelines.train.callbacks import MetricsCallback
+
+    run_id = store.insert_run(db, name="buffered", recipe="dpo", stage="dpo", spec={}, snapshot_id="s")
+    callback = MetricsCallback(db, run_id, flush_every_s=3600)
+    state = SimpleNamespace(global_step=1, epoch=0.1, max_steps=3)
+    callback.on_log(None, state, None, logs={"loss": 0.7, "learning_rate": 1e-4})
+    assert store.list_metrics(db, run_id) == []                    # buffered, the file was not opened
+    callback.on_save(None, state, None)
+    assert {(m.step, m.name) for m in store.list_metrics(db, run_id)} == {(1, "loss"), (1, "learning_rate")}
+    state.global_step = 2
+    callback.on_log(None, state, None, logs={"loss": 0.6})
+    callback.on_train_end(None, state, None)
+    assert [(m.step, m.value) for m in store.list_metrics(db, run_id) if m.name == "loss"] == [(1, 0.7), (2, 0.6)]
+    eager = MetricsCallback(db, run_id, flush_every_s=0)
+    state.global_step = 3
+    eager.on_log(None, state, None, logs={"loss": 0.5})
+    assert len([m for m in store.list_metrics(db, run_id) if m.name == "loss"]) == 3

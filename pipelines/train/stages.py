@@ -79,10 +79,21 @@ def run_stage(db: Database, stage_run_id: str, inp: StageInput, *, reporter: Any
         if mapped is None:
             raise
         raise mapped from exc
+    finally:
+        _flush_quietly(metrics)
     if stop.stopped:
         raise TrainingCancelled(f"The {inp.stage} stage was cancelled at step {output.global_step}; its checkpoint "
                                 "is kept.", hint="Resume the run to continue from it.")
     return output
+
+
+def _flush_quietly(metrics: MetricsCallback) -> None:
+    """Keep the buffered curve of a stage that failed; a database that is itself the failure must not
+    hide the original error."""
+    try:
+        metrics.flush()
+    except StudioError:
+        pass
 
 
 def map_failure(exc: BaseException, stage: str, output_dir: Path) -> StudioError | None:

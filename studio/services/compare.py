@@ -340,6 +340,91 @@ def leaderboard(comparison_id: str | None = None, voter_kind: str | None = None,
                              n_boot=n_boot, length_controlled=length_controlled)
 
 
+# -- reference metrics ---------------------------------------------------------------------------------------
+@dataclass
+class ModelMetrics:
+    """Per model, beside the votes: BLEU / ROUGE-L against reference answers where prompts carry one,
+    held-out perplexity (local causal models, on prompt + reference), and the reward model's accuracy
+    on the held-out pairs of a preference snapshot (the comparison's reward model, when it has one)."""
+
+    model: str
+    answers: int
+    with_reference: int
+    bleu: float | None = None
+    rouge_l: float | None = None
+    perplexity: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def compute_metrics(comparison_id: str, with_perplexity: bool = True, max_texts: int = 64) -> dict[str, Any]:
+    """Compute the reference metrics and keep them with the comparison (the page shows the stored ones)."""
+    from pipelines.compare import metrics
+
+    row = _require(comparison_id)
+    db = _db()
+    prompts = {p.id: p for p in store.prompts_of(db, comparison_id)}
+    by_model: dict[str, list] = {}
+    for out in store.outputs_of(db, comparison_id):
+        by_model.setdefault(out.model_id, []).append(out)
+    result = []
+    for model in row.model_ids:
+        outs = by_model.get(model, [])
+        ref = [(o.text, prompts[o.prompt_id].reference) for o in outs if prompts[o.prompt_id].reference]
+        m = ModelMetrics(model, len(outs), len(ref))
+        if ref:
+            m.bleu = round(metrics.bleu([h for h, _ in ref], [r for _, r in ref]), 2)
+            m.rouge_l = round(metrics.rouge_l([h for h, _ in ref], [r for _, r in ref]), 4)
+        if with_perplexity:
+            _perplexity_into(m, model, [p for p in prompts.values() if p.reference][:max_texts])
+        result.append(m)
+    report = {"models": [m.__dict__ for m in result], "reward_accuracy": _reward_accuracy(row, max_texts)}
+    store.update_spec(db, comparison_id, {"metrics": report})
+    return report
+
+
+def _perplexity_into(m: ModelMetrics, target: str, held_out: list) -> None:
+    from pipelines.compare import metrics
+
+    kind, _, name = target.partition(":")
+    if kind != "local":
+        m.notes.append("perplexity needs the model's weights (an endpoint gives none)")
+        return
+    if not held_out:
+        m.notes.append("perplexity needs prompts with reference answers")
+        return
+    record = models_svc.get_model(name)
+    base = next((x for x in models_svc.list_models() if x.id == record.base_model_id), None)
+    model_path = (base.hf_path if base and record.adapter_path else record.hf_path)
+    if not model_path:
+        m.notes.append("no transformers folder to measure perplexity with")
+        return
+    texts = [f"{p.prompt}\n{p.reference}" for p in held_out]
+    m.perplexity = round(metrics.perplexity(model_path, texts, adapter_path=record.adapter_path), 3)
+
+
+def _reward_accuracy(row: store.ComparisonRow, max_texts: int) -> dict[str, Any] | None:
+    """The comparison's reward model on the snapshot's held-out preference pairs, when both exist."""
+    from pipelines.compare.metrics import RewardScorer
+
+    reward_model = (row.spec.get("spec") or {}).get("reward_model")
+    if not reward_model or row.prompt_source != "snapshot_eval" or not row.prompt_source_id:
+        return None
+    triples = []
+    for _, payload in store.snapshot_payloads(_db(), row.prompt_source_id, "eval")[:max_texts]:
+        if isinstance(payload, dict) and payload.get("chosen") and payload.get("rejected"):
+            text = prompt_sets.prompt_text(payload)
+            triples.append((text, prompt_sets.reference_text({"chosen": payload["chosen"]}),
+                            prompt_sets.reference_text({"chosen": payload["rejected"]})))
+    if not triples:
+        return None
+    return {"reward_model": reward_model, "pairs": len(triples),
+            "accuracy": round(RewardScorer(_reward_path(reward_model)).accuracy(triples), 4)}
+
+
+def stored_metrics(comparison_id: str) -> dict[str, Any] | None:
+    return (_require(comparison_id).spec or {}).get("metrics")
+
+
 # -- training runs and guards -------------------------------------------------------------------------------
 def leakage_warnings(models: list[str], prompts: list[str]) -> list[str]:
     """One line per compared model whose training prompts overlap these evaluation prompts."""
