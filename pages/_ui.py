@@ -177,3 +177,17 @@ def watch_jobs(kind: str, every_s: float = JOB_POLL_S) -> list[jobs.JobInfo]:
     if active:
         st.fragment(_live_jobs, run_every=every_s)(kind)
     return active
+
+
+def render_tabs(tabs: dict) -> None:
+    """Stateful tabs bound to the URL (?tab=Results): the open tab survives reruns and reloads, and
+    only its content runs. A StudioError inside a tab (e.g. the database is busy) is shown, not a
+    traceback."""
+    areas = st.tabs(list(tabs), key="tab", on_change="rerun", bind="query-params")
+    for area, render in zip(areas, tabs.values()):
+        if area.open:
+            with area:
+                try:
+                    render()
+                except StudioError as err:
+                    show_error(err)

@@ -14,7 +14,7 @@ from pages._compare_arena import arena_tab
 from pages._compare_board import board_tab
 from pages._compare_new import new_tab
 from pages._compare_view import view_tab
-from pages._ui import show_error, show_flashes, watch_jobs
+from pages._ui import render_tabs, show_error, show_flashes, watch_jobs
 from studio.errors import StudioError
 from studio.services import compare as compare_svc
 
@@ -29,11 +29,4 @@ try:
     watch_jobs(compare_svc.JOB_KIND, LIVE_REFRESH_S)
 except StudioError as err:
     show_error(err)
-areas = st.tabs(list(TABS), key="tab", on_change="rerun", bind="query-params")
-for area, render in zip(areas, TABS.values()):
-    if area.open:
-        with area:
-            try:
-                render()
-            except StudioError as err:
-                show_error(err)
+render_tabs(TABS)

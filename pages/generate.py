@@ -12,7 +12,7 @@ import streamlit as st
 from pages._generate_config import config_editor
 from pages._generate_results import results_tab
 from pages._generate_seeds import seeds_tab
-from pages._ui import attempt, flash, human_count, show_error, show_flashes, track_job, watch_jobs
+from pages._ui import attempt, flash, human_count, render_tabs, show_error, show_flashes, track_job, watch_jobs
 from pages._widgets import choice
 from studio.errors import StudioError
 from studio.services import generate as gen_svc
@@ -96,13 +96,4 @@ try:  # live progress on every tab; the page reruns when a run ends, so Results 
 except StudioError as err:
     show_error(err)
     active_runs = []
-# Stateful tabs bound to the URL (?tab=Results): the open tab survives reruns and reloads, and only
-# its content runs.
-areas = st.tabs(list(TABS), key="tab", on_change="rerun", bind="query-params")
-for area, render in zip(areas, TABS.values()):
-    if area.open:
-        with area:
-            try:  # listing calls can fail too (e.g. the database is busy): say so instead of a traceback
-                render()
-            except StudioError as err:
-                show_error(err)
+render_tabs(TABS)

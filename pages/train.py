@@ -13,8 +13,7 @@ import streamlit as st
 from pages._train_data import data_tab
 from pages._train_form import new_run_tab
 from pages._train_runs import runs_tab
-from pages._ui import show_error, show_flashes
-from studio.errors import StudioError
+from pages._ui import render_tabs, show_flashes
 
 TABS = {"Data": data_tab, "New run": new_run_tab, "Runs": runs_tab}
 
@@ -22,11 +21,4 @@ st.title("Train")
 st.caption("SFT, reward model + PPO, DPO, ORPO, CPO, KTO, GRPO and RLOO on an immutable snapshot of your pairs, "
            "with live curves and lineage back to the records.")
 show_flashes()
-areas = st.tabs(list(TABS), key="tab", on_change="rerun", bind="query-params")
-for area, render in zip(areas, TABS.values()):
-    if area.open:
-        with area:
-            try:
-                render()
-            except StudioError as err:
-                show_error(err)
+render_tabs(TABS)

@@ -25,6 +25,7 @@ from storage.pairs import insert_preference_pairs
 from studio import argilla_embedded, jobs, lifecycle
 from studio.services import review
 from tests.fixtures.argilla import start_argilla_test_server
+from tests.fixtures.core import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +47,7 @@ def studio(private_argilla):
 
 
 def _wait(predicate, what: str, timeout: float = 120.0, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(predicate, what, timeout, every)
 
 
 def _parts() -> dict:

@@ -30,6 +30,7 @@ from studio import jobs
 from studio.services import generate as gen_service
 from tests.fixtures.core import REPO_ROOT
 from tests.generate_script import assert_consistent, fake_endpoint, make_config, rows, scripted_reply
+from tests.fixtures.core import wait_for
 
 __all__ = ["fake_endpoint"]
 COMPLETE = {"instructions_kept": 6, "responses_kept": 12, "judgments": 12, "preference_pairs": 6, "sft_pairs": 6}
@@ -47,13 +48,7 @@ APP = textwrap.dedent("""
 
 
 def _wait(predicate, what: str, timeout: float = 60.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(predicate, what, timeout, every)
 
 
 def _env(studio_home) -> dict:

@@ -24,6 +24,7 @@ from studio.services import generate as service
 from studio.services.models import add_endpoint
 from tests.fixtures.core import REPO_ROOT, free_port
 from tests.generate_script import assert_consistent, make_config, rows
+from tests.fixtures.core import wait_for
 
 COMPLETE = {"instructions_kept": 6, "responses_kept": 12, "judgments": 12, "preference_pairs": 6, "sft_pairs": 6}
 SERVER = textwrap.dedent("""
@@ -71,13 +72,7 @@ def endpoint(db):
 
 
 def _wait(predicate, what: str, timeout: float = 90.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(predicate, what, timeout, every)
 
 
 def _responses(db, run_id: str) -> int:

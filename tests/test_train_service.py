@@ -22,6 +22,7 @@ from studio.services import models as models_svc
 from studio.services import snapshots as snap_svc
 from studio.services import training as svc
 from studio.services import training_form as form_svc
+from tests.fixtures.core import wait_for
 
 WAIT_S = 240
 
@@ -48,13 +49,8 @@ def _spec(snapshot_id: str, name: str = "run", steps: int = 4, evaluation: dict 
 
 
 def _wait(predicate, what: str, timeout: float = WAIT_S, every: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; runs: {[r.to_dict() for r in svc.list_runs()]}")
+    return wait_for(predicate, what, timeout, every,
+                    detail=lambda: f"runs: {[r.to_dict() for r in svc.list_runs()]}")
 
 
 def _job_pid(run_id: str) -> int:
