@@ -308,3 +308,35 @@ def test_reference_metrics_bleu_rouge_perplexity_and_an_endpoint_note(setup, fak
     assert by_model["endpoint:fake"]["perplexity"] is None and "endpoint" in by_model["endpoint:fake"]["notes"][0]
     assert report["reward_accuracy"] is None            # no reward model in this comparison
     assert svc.stored_metrics(comparison_id) == report
+
+
+def test_reward_model_accuracy_on_the_snapshots_held_out_pairs(setup, tiny_model_dir, tmp_path):
+    """With a reward model and a preference snapshot's eval split as the prompts, the metrics give the
+    reward model's accuracy on exactly those held-out pairs (checked against RewardScorer directly)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from pipelines.compare.metrics import RewardScorer
+    from storage import registry
+
+    db = get_database()
+    rm_dir = tmp_path / "rm"
+    AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=1).save_pretrained(str(rm_dir))
+    for item in tiny_model_dir.iterdir():
+        if item.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy2(item, rm_dir / item.name)
+    registry.insert_model(db, registry.ModelRecord(name="rm", kind="hf", source="folder", hf_path=str(rm_dir),
+                                                   details={"task": "reward"}))
+    base = models_svc.get_model("tiny-a")
+    run_id = _snapshot_and_run(db, base.id, models_svc.get_model("tiny-b").id)
+    snapshot_id = store.training_run(db, run_id)["snapshot_id"]
+    created = svc.create_comparison(ComparisonSpec(models=("local:tiny-a", "local:tiny-b"), prompt_source="snapshot_eval",
+                                                   prompt_source_id=snapshot_id, reward_model="rm", sampling=SAMPLING),
+                                    background=False)
+    assert svc.run_comparison(created.comparison_id).status == "ready"
+    report = svc.compute_metrics(created.comparison_id, with_perplexity=False)
+    accuracy = report["reward_accuracy"]
+    held_out = store.snapshot_payloads(db, snapshot_id, "eval")
+    triples = [(p["prompt"][0]["content"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for _, p in held_out]
+    assert accuracy["pairs"] == len(triples) == 3 and accuracy["reward_model"] == "rm"
+    assert accuracy["accuracy"] == round(RewardScorer(str(rm_dir)).accuracy(triples), 4)
+    assert all(m["perplexity"] is None for m in report["models"])
