@@ -19,7 +19,7 @@ from storage import registry
 from storage import training as store
 from storage.pairs import insert_preference_pairs
 from storage.snapshots import SnapshotSpec, create_snapshot
-from studio.errors import NotFound, TrainingError
+from studio.errors import NotFound, StorageError, TrainingError
 from studio.services import models as models_service
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,3 +148,23 @@ def test_missing_reward_model_and_base_model_fail_clearly(db, tiny):
         run_training(run_id)
     with pytest.raises(NotFound, match="no training run"):
         run_training("run_missing")
+
+
+def test_disk_full_while_saving_a_checkpoint_fails_clearly_and_keeps_the_database(db, tiny, studio_home):
+    """A real full disk (a 64 KB tmpfs under STUDIO_HOME/runs) while the first checkpoint is written:
+    the run fails with a message that names the disk and what to do; DuckDB, on another disk, is intact."""
+    runs = studio_home / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(runs)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs root and a tmpfs mount to make a full disk")
+    try:
+        run_id = new_run(db, make_snapshot(db), hyper={"max_steps": 2, "save_steps": 1})
+        with pytest.raises(StorageError, match=r"The disk filled up while the dpo stage was saving under .*runs.*"
+                                                r"Free some space .* then resume the run"):
+            run_training(run_id)
+        row = store.get_run(db, run_id)
+        assert row.status == "failed" and "disk filled up" in row.error and str(runs) in row.error, row.error
+    finally:
+        subprocess.run(["umount", "-l", str(runs)], capture_output=True)
+    assert store.get_run(db, run_id).status == "failed" and store.list_checkpoints(db, run_id) == []
