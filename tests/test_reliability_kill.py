@@ -250,7 +250,7 @@ def test_kill_9_during_training_then_resume_keeps_every_metric_once(training_hom
     from storage import training as run_store
     from studio.services import training as train_svc
 
-    steps = 8
+    steps = 40                                            # long enough that the kill lands mid-run
     spec = RunSpec.from_dict({"name": "killed", "recipe": "dpo", "base_model": "tiny", "snapshot_id": training_home.id,
                               "preset": "cpu_smoke_test", "hyper": {"max_steps": steps, "save_steps": 2,
                                                                     "max_length": 64, "max_prompt_length": 32}})

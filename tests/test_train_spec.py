@@ -239,7 +239,11 @@ def test_metrics_are_buffered_and_flushed_at_checkpoints_and_the_end(db):
     callback.on_log(None, state, None, logs={"loss": 0.6})
     callback.on_train_end(None, state, None)
     assert [(m.step, m.value) for m in store.list_metrics(db, run_id) if m.name == "loss"] == [(1, 0.7), (2, 0.6)]
-    eager = MetricsCallback(db, run_id, flush_every_s=0)
+    # a checkpoint follows this step (the trainer set should_save before logging): stored before it is written
     state.global_step = 3
-    eager.on_log(None, state, None, logs={"loss": 0.5})
+    callback.on_log(None, state, SimpleNamespace(should_save=True), logs={"loss": 0.55})
     assert len([m for m in store.list_metrics(db, run_id) if m.name == "loss"]) == 3
+    eager = MetricsCallback(db, run_id, flush_every_s=0)
+    state.global_step = 4
+    eager.on_log(None, state, None, logs={"loss": 0.5})
+    assert len([m for m in store.list_metrics(db, run_id) if m.name == "loss"]) == 4

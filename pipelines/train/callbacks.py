@@ -39,11 +39,11 @@ def memory_usage() -> dict[str, float]:
 class MetricsCallback(TrainerCallback):
     """on_log → training_metrics (loss, lr, grad norm, each algorithm's own metrics) + the progress event.
 
-    Log events are buffered and written at most every ``flush_every_s`` seconds, and always at a
-    checkpoint, an evaluation and the end of training. Why: each write opens the shared DuckDB file
+    Log events are buffered and written at most every ``flush_every_s`` seconds, and always before a
+    checkpoint is written, at an evaluation and at the end of training. Why: each write opens the shared DuckDB file
     (no process keeps it open while idle), and doing that at every step cost ~15% of a small
-    model's CPU step time in benchmarks/bench_train_dpo.py. A kill loses at most the last few
-    seconds of curve, and those steps are retrained from the checkpoint on resume anyway."""
+    model's CPU step time in benchmarks/bench_train_dpo.py. A kill loses at most the steps after the
+    last checkpoint, which resume retrains (and logs) anyway."""
 
     def __init__(self, db: Database, run_id: str, reporter: Any = None, label: str = "training",
                  flush_every_s: float = 5.0):
@@ -65,9 +65,20 @@ class MetricsCallback(TrainerCallback):
             values["learning_rate"] = values.pop("lr")
         self._pending.append((state.global_step, state.epoch, values))
         self.last.update({k: v for k, v in values.items() if isinstance(v, (int, float))})
-        if time.monotonic() - self._flushed >= self.flush_every_s:
+        if self._saving(control) or time.monotonic() - self._flushed >= self.flush_every_s:
             self.flush()
         self._report(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._saving(control):
+            self.flush()
+
+    @staticmethod
+    def _saving(control) -> bool:
+        """A checkpoint is written right after this step's log: flush first, so a checkpoint on disk
+        never holds steps whose metrics were not stored (a kill between the two would lose them, and
+        resume starts after that checkpoint)."""
+        return bool(getattr(control, "should_save", False))
 
     def on_save(self, args, state, control, **kwargs):
         self.flush()
