@@ -17,15 +17,13 @@ import yaml
 
 from pages._ui import attempt, flash
 from pages._widgets import choice
-# The typed config the generate service takes, and the default prompt texts shown for editing.
-from pipelines.generate.config import EVOL_OPERATIONS, GenerationConfig
-from pipelines.generate.judge_compact import SMALL_JUDGE_EXPECTATION
-from pipelines.generate.judge_prompts import ASPECTS, DEFAULT_LISTWISE_TEMPLATE, DEFAULT_PAIRWISE_TEMPLATE, \
-    DEFAULT_POINTWISE_TEMPLATE
-from pipelines.generate.rubrics import get_rubric, list_rubrics
-from pipelines.generate.templates import DEFAULTS as INSTRUCTION_TEMPLATES
 from studio.errors import BadInput
 from studio.services import generate as gen_svc
+# The typed config the generate service takes, and the default prompt texts shown for editing.
+from studio.services.generate_form import (ASPECTS, DEFAULT_LISTWISE_TEMPLATE, DEFAULT_PAIRWISE_TEMPLATE,
+                                           DEFAULT_POINTWISE_TEMPLATE, EVOL_OPERATIONS, INSTRUCTION_TEMPLATES,
+                                           SMALL_JUDGE_EXPECTATION, GenerationConfig, check_rubric_params,
+                                           list_rubrics)
 
 BASE_KEY, VERSION_KEY = "gen_base", "gen_version"
 METHODS = {"self_instruct": "Self-Instruct: an LLM writes new tasks from each seed",
@@ -240,7 +238,7 @@ def config_editor(targets: dict, sets: list) -> GenerationConfig | None:
         templates_section(data)
     ok, config = attempt(GenerationConfig.from_dict, data)
     if ok and config.judge.kind == "rubric":  # say now, not when the run reaches the judge, that params do not fit
-        ok = attempt(lambda rubric: get_rubric(rubric.name).check_params(rubric.params), config.judge.rubric)[0]
+        ok = attempt(check_rubric_params, config.judge.rubric.name, config.judge.rubric.params)[0]
     with st.expander("Advanced: edit as YAML"):
         yaml_section(config if ok else None, data)
     return config if ok else None

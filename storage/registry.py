@@ -16,6 +16,7 @@ MODEL_COLUMNS = (
 INSERT_MODEL = f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({', '.join(['?'] * 15)})"
 SELECT_MODELS = f"SELECT {MODEL_COLUMNS} FROM models ORDER BY created_at, name"
 SELECT_MODEL_BY_NAME = f"SELECT {MODEL_COLUMNS} FROM models WHERE name = ?"
+SELECT_MODEL_BY_ID = f"SELECT {MODEL_COLUMNS} FROM models WHERE id = ?"
 DELETE_MODEL = "DELETE FROM models WHERE name = ?"
 
 ENDPOINT_COLUMNS = (
@@ -132,6 +133,15 @@ def list_models(db: Database) -> list[ModelRecord]:
 def get_model(db: Database, name: str) -> ModelRecord | None:
     with db.session() as cur:
         row = cur.execute(SELECT_MODEL_BY_NAME, [name]).fetchone()
+    return _model_from_row(row) if row else None
+
+
+def base_of(db: Database, record: ModelRecord) -> ModelRecord | None:
+    """The registered model an adapter (or a fine-tune) was trained on, or None."""
+    if not record.base_model_id:
+        return None
+    with db.session() as cur:
+        row = cur.execute(SELECT_MODEL_BY_ID, [record.base_model_id]).fetchone()
     return _model_from_row(row) if row else None
 
 

@@ -7,9 +7,14 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+
 from studio.errors import BadInput, StudioError
+
+# The command groups that live in their own modules (each has register(sub)), in `--help` order.
+SUB_CLIS = ("cli_seeds", "cli_generate", "cli_argilla", "cli_review", "cli_train", "cli_compare", "cli_demo")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -222,27 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     j_sub.add_parser("show").add_argument("job")
     j_sub.add_parser("cancel").add_argument("job")
 
-    from studio.cli_seeds import register as register_seeds
-
-    register_seeds(sub)
-    from studio.cli_generate import register as register_generate
-
-    register_generate(sub)
-    from studio.cli_argilla import register as register_argilla
-
-    register_argilla(sub)
-    from studio.cli_review import register as register_review
-
-    register_review(sub)
-    from studio.cli_train import register as register_train
-
-    register_train(sub)
-    from studio.cli_compare import register as register_compare
-
-    register_compare(sub)
-    from studio.cli_demo import register as register_demo
-
-    register_demo(sub)
+    for module in SUB_CLIS:  # each sub-CLI adds its commands with register(sub)
+        importlib.import_module(f"studio.{module}").register(sub)
     return parser
 
 

@@ -16,3 +16,17 @@ def widget(elements, label: str):
     matches = [w for w in elements if w.label == label]
     assert matches, f"no widget labelled {label!r}; have {[w.label for w in elements]}"
     return matches[0]
+
+
+def rerun(at: AppTest) -> AppTest:
+    """Run the script again and fail on any exception it raised."""
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def page_with_tab(page, tab: str, timeout_s: float = 60) -> AppTest:
+    """A page with ``tab`` open (tabs are bound to ``?tab=``; only the open one renders)."""
+    at = AppTest.from_file(str(page), default_timeout=timeout_s)
+    at.query_params["tab"] = tab
+    return rerun(at)

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from pipelines.compare.spec import ComparisonSpec
 from studio.services import compare as compare_svc
 from studio.services import models as models_svc
-from tests.apptest_helpers import texts, widget
+from tests.apptest_helpers import page_with_tab, rerun, texts, widget
 from tests.fixtures.core import REPO_ROOT
 
 COMPARE = REPO_ROOT / "pages" / "compare.py"
@@ -20,15 +20,7 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def run_page(tab: str) -> AppTest:
-    at = AppTest.from_file(str(COMPARE), default_timeout=TIMEOUT_S)
-    at.query_params["tab"] = tab
-    return rerun(at)
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return page_with_tab(COMPARE, tab, TIMEOUT_S)
 
 
 @pytest.fixture

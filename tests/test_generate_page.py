@@ -17,7 +17,7 @@ from studio import settings
 from studio.services import generate as gen_svc
 from studio.services import models as models_svc
 from studio.services import seeds as seeds_svc
-from tests.apptest_helpers import texts, widget
+from tests.apptest_helpers import page_with_tab, rerun, texts, widget
 from tests.fixtures.core import REPO_ROOT
 from tests.generate_script import scripted_reply
 
@@ -27,21 +27,12 @@ RUN_TIMEOUT_S = 90
 
 
 def run_page(tab: str = "Seeds") -> AppTest:
-    """The page with ``tab`` open (tabs are bound to ``?tab=``; only the open one renders)."""
-    at = AppTest.from_file(str(GENERATE), default_timeout=TIMEOUT_S)
-    at.query_params["tab"] = tab
-    return rerun(at)
+    return page_with_tab(GENERATE, tab, TIMEOUT_S)
 
 
 def open_tab(at: AppTest, tab: str) -> AppTest:
     at.query_params["tab"] = tab
     return rerun(at)
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 @pytest.fixture

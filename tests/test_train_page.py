@@ -14,40 +14,23 @@ from streamlit.testing.v1 import AppTest
 
 from storage.db import get_database
 from storage.pairs import insert_preference_pairs
-from studio.services import models as models_svc
 from studio.services import snapshots as snap_svc
 from studio.services import training as train_svc
-from tests.apptest_helpers import texts, widget
+from tests.apptest_helpers import page_with_tab, rerun, texts, widget
 from tests.fixtures.core import REPO_ROOT
+from tests.fixtures.tiny import preference_rows
 
 TRAIN = REPO_ROOT / "pages" / "train.py"
 TIMEOUT_S = 60
 
 
 def open_page(tab: str) -> AppTest:
-    at = AppTest.from_file(str(TRAIN), default_timeout=TIMEOUT_S)
-    at.query_params["tab"] = tab
-    return rerun(at)
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _pairs(n: int) -> list[dict]:
-    return [dict(id=f"pp{i:03d}", run_id="gen1", prompt=f"Say something nice number {i}.",
-                 chosen=f"The cat sat on the mat {i}.", rejected="No.", confidence=0.9) for i in range(n)]
+    return page_with_tab(TRAIN, tab, TIMEOUT_S)
 
 
 @pytest.fixture
-def ready(studio_home, tiny_model_dir):
-    """A home with 12 preference pairs, a snapshot of them and the tiny model registered."""
-    insert_preference_pairs(get_database(), _pairs(12))
-    snapshot = snap_svc.create_snapshot(snap_svc.SnapshotSpec(name="pairs", eval_fraction=0.25))
-    models_svc.add_model(str(tiny_model_dir), name="tiny")
-    return snapshot
+def ready(tiny_training_home):
+    return tiny_training_home
 
 
 def test_renders_in_an_empty_home_and_says_what_to_do(studio_home):
@@ -68,7 +51,7 @@ def test_check_data_shows_counts_and_blocking_check_then_create(studio_home):
     assert "0 preference rows remain after the filters; training needs at least 2" in texts(at)
     widget(at.button, "Create snapshot").click()
     assert "training needs at least 2" in "\n".join(e.value for e in rerun(at).error)
-    insert_preference_pairs(get_database(), _pairs(12))
+    insert_preference_pairs(get_database(), preference_rows(12))
     widget(at.button, "Check data").click()
     at = rerun(at)
     assert "**11** to train, **1** to evaluate (not stored yet)" in texts(at)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -15,7 +14,6 @@ from pipelines.train.spec import RunSpec
 from storage import jobs as job_store
 from storage import training as run_store
 from storage.db import get_database
-from storage.pairs import insert_preference_pairs
 from studio.errors import BadInput, NotFound, TrainingError
 from studio.services import compare as compare_svc
 from studio.services import models as models_svc
@@ -27,18 +25,9 @@ from tests.fixtures.core import wait_for
 WAIT_S = 240
 
 
-def _pairs(n: int) -> list[dict]:
-    return [dict(id=f"pp{i:03d}", run_id="gen1", prompt=f"Say something nice number {i}.",
-                 chosen=f"The cat sat on the mat {i}.", rejected="No.", confidence=0.9) for i in range(n)]
-
-
 @pytest.fixture
-def home(studio_home, tiny_model_dir):
-    """12 preference pairs frozen into a snapshot, and the tiny model registered as 'tiny'."""
-    insert_preference_pairs(get_database(), _pairs(12))
-    snapshot = snap_svc.create_snapshot(snap_svc.SnapshotSpec(name="pairs", eval_fraction=0.25))
-    models_svc.add_model(str(tiny_model_dir), name="tiny")
-    return snapshot
+def home(tiny_training_home):
+    return tiny_training_home
 
 
 def _spec(snapshot_id: str, name: str = "run", steps: int = 4, evaluation: dict | None = None, **hyper) -> RunSpec:

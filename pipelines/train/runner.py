@@ -58,7 +58,7 @@ def _resolve_model(db: Database, ref: str, what: str, scratch: Path) -> _Start:
     if record.hf_path:
         return _Start(Path(record.hf_path), record)
     if record.adapter_path:
-        base = next((m for m in registry.list_models(db) if m.id == record.base_model_id), None)
+        base = registry.base_of(db, record)
         base_path = base.hf_path if base else record.details.get("base_model_name_or_path")
         if not base_path:
             raise ModelLoadError(f"The {what} {ref!r} is an adapter without a base model folder.",

@@ -393,7 +393,7 @@ def _perplexity_into(m: ModelMetrics, target: str, held_out: list) -> None:
         m.notes.append("perplexity needs prompts with reference answers")
         return
     record = models_svc.get_model(name)
-    base = next((x for x in models_svc.list_models() if x.id == record.base_model_id), None)
+    base = models_svc.base_of(record)
     model_path = (base.hf_path if base and record.adapter_path else record.hf_path)
     if not model_path:
         m.notes.append("no transformers folder to measure perplexity with")

@@ -332,7 +332,7 @@ def backend_for(key: str) -> "LLMBackend":
     if not model.loadable:
         raise BadInput(f"Model {name!r} is only a GGUF file; transformers cannot load it locally.",
                        hint="Serve it from an OpenAI-compatible endpoint, or add its transformers folder.")
-    base = next((m for m in list_models() if m.id == model.base_model_id), None) if model.base_model_id else None
+    base = base_of(model)
     signature = (model.id, model.hf_path, model.adapter_path, base.hf_path if base else None)
     with _backends_lock:
         cached = _local_backends.get(key)
@@ -345,6 +345,11 @@ def backend_for(key: str) -> "LLMBackend":
             cached[1].close()
         _local_backends[key] = (signature, backend)
         return backend
+
+
+def base_of(model: ModelRecord) -> ModelRecord | None:
+    """The registered model an adapter was trained on (None for a model without one)."""
+    return registry.base_of(get_database(), model)
 
 
 def _drop_cached_backend(key: str) -> None:

