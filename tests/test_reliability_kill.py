@@ -31,6 +31,7 @@ from studio.services import generate as gen_service
 from tests.fixtures.core import REPO_ROOT
 from tests.generate_script import assert_consistent, fake_endpoint, make_config, rows, scripted_reply
 from tests.fixtures.core import wait_for
+from tests.fixtures.tiny import kill_training_mid_run
 
 __all__ = ["fake_endpoint"]
 COMPLETE = {"instructions_kept": 6, "responses_kept": 12, "judgments": 12, "preference_pairs": 6, "sft_pairs": 6}
@@ -250,16 +251,13 @@ def test_kill_9_during_training_then_resume_keeps_every_metric_once(training_hom
     from storage import training as run_store
     from studio.services import training as train_svc
 
-    steps = 40                                            # long enough that the kill lands mid-run
+    steps = 40
     spec = RunSpec.from_dict({"name": "killed", "recipe": "dpo", "base_model": "tiny", "snapshot_id": training_home.id,
                               "preset": "cpu_smoke_test", "hyper": {"max_steps": steps, "save_steps": 2,
                                                                     "max_length": 64, "max_prompt_length": 32}})
     run = train_svc.start_run(spec)
     db = get_database()
-    _wait(lambda: any(c.step >= 2 for c in run_store.list_checkpoints(db, run.id)), "a checkpoint", 240, 0.2)
-    job = job_store.get_job(db, run.job_id)
-    _kill(job.pid)
-    _wait(lambda: not jobs._alive(job.pid), "the killed training process to be gone", 10)
+    kill_training_mid_run(run.id, past_step=2)
     killed = train_svc.get_run(run.id)
     assert killed.status == "interrupted" and "resume" in killed.hint
     assert jobs.get_job(run.job_id).status == "failed"

@@ -4,10 +4,8 @@ with a model card and load for generation; cancel, kill -9 and resume; bad runs 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from storage.pairs import insert_preference_pairs
 from storage.snapshots import SnapshotSpec, create_snapshot
 from studio.errors import NotFound, StorageError, TrainingError
 from studio.services import models as models_service
+from tests.fixtures.tiny import kill_training_mid_run
 
 REPO = Path(__file__).resolve().parents[1]
 ANSWERS = [("The cat sat on the mat.", "Rain fell on the roof all night and the river rose."),
@@ -109,14 +108,7 @@ def test_kill_9_mid_run_then_resume_from_the_checkpoint(db, tiny, studio_home):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.train", run_id], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if store.list_checkpoints(db, run_id):
-            break
-        db.close()
-        time.sleep(0.3)
-    assert proc.poll() is None, "the training process ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
+    kill_training_mid_run(run_id, past_step=2, pid=proc.pid)
     proc.wait()
     killed_at = store.latest_checkpoint(db, run_id).step
     assert store.get_run(db, run_id).status == "running"        # nobody reported: the service reconciles this

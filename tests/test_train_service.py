@@ -5,9 +5,6 @@ failed run's error and hint."""
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 
 from pipelines.train.spec import RunSpec
@@ -21,6 +18,7 @@ from studio.services import snapshots as snap_svc
 from studio.services import training as svc
 from studio.services import training_form as form_svc
 from tests.fixtures.core import wait_for
+from tests.fixtures.tiny import kill_training_mid_run
 
 WAIT_S = 240
 
@@ -40,11 +38,6 @@ def _spec(snapshot_id: str, name: str = "run", steps: int = 4, evaluation: dict 
 def _wait(predicate, what: str, timeout: float = WAIT_S, every: float = 0.3):
     return wait_for(predicate, what, timeout, every,
                     detail=lambda: f"runs: {[r.to_dict() for r in svc.list_runs()]}")
-
-
-def _job_pid(run_id: str) -> int:
-    run = run_store.get_run(get_database(), run_id)
-    return job_store.get_job(get_database(), run.job_id).pid
 
 
 def test_start_refuses_what_cannot_train_before_a_process_starts(home, tiny_model_dir):
@@ -121,8 +114,7 @@ def test_two_runs_started_at_once_one_runs_one_waits(home):
 def test_kill_9_of_the_job_is_reconciled_and_resume_continues_from_the_checkpoint(home):
     run = svc.start_run(_spec(home.id, name="killed", steps=40))
     db = get_database()
-    _wait(lambda: any(c.step >= 4 for c in run_store.list_checkpoints(db, run.id)), "a checkpoint")
-    os.kill(_job_pid(run.id), signal.SIGKILL)
+    kill_training_mid_run(run.id, past_step=4)
     killed = _wait(lambda: (r := svc.get_run(run.id)).status == "interrupted" and r, "reconcile")
     assert "Resume it from its last checkpoint with `python -m studio runs resume" in killed.error
     assert "resume" in killed.hint
