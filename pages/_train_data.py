@@ -11,7 +11,7 @@ from studio.services import models as models_svc
 from studio.services import snapshots as snap_svc
 
 KINDS = {"preference": "preference pairs (DPO, reward, ORPO, CPO)", "sft": "SFT pairs",
-         "kto": "KTO (chosen → good, rejected → bad)", "prompts": "prompts only (PPO, GRPO, RLOO)"}
+         "kto": "KTO (unpaired good/bad labels, from pairs and reviews)", "prompts": "prompts only (PPO, GRPO, RLOO)"}
 SEVERITY = {"blocking": st.error, "warning": st.warning, "info": st.caption}
 
 

@@ -46,6 +46,32 @@ def apply_label(kind: str, row: dict, label: dict | None) -> dict | None:
     return {**row, "completion": label.get("chosen") or row["completion"]}
 
 
+def kto_examples(table: str, row: dict, label: dict | None) -> list[tuple[str, str, bool]]:
+    """The unpaired (suffix, text, desirable) examples KTO learns from one pair, given its human final
+    label (None: nobody reviewed it, or the rule ignores reviews).
+
+    Preference pairs: chosen -> good, rejected -> bad, after the reviewers' verdict; 'both bad' makes
+    both bad; a reviewer's corrected text is good. SFT pairs count only when a person reviewed them
+    (the judge accepted every one, so alone they would teach KTO nothing undesirable): 'good' -> good,
+    'bad' -> bad, and a correction of a bad completion is good. A tie or an undecided record gives
+    nothing."""
+    human = is_human(label)
+    if table == "preference":
+        if not human:
+            return [("good", row["chosen"], True), ("bad", row["rejected"], False)]
+        if label["label"] in ("chosen", "rejected"):
+            return [("good", label.get("chosen") or row["chosen"], True),
+                    ("bad", label.get("rejected") or row["rejected"], False)]
+        out = [("bad", row["chosen"], False), ("bad-2", row["rejected"], False)] if label["label"] == "both_bad" else []
+        return out + ([("corrected", label["chosen"], True)] if label.get("corrected") and label.get("chosen") else [])
+    if not human or label["label"] not in ("good", "bad"):
+        return []
+    if label["label"] == "good":
+        return [("good", label.get("chosen") or row["completion"], True)]
+    fixed = [("corrected", label["chosen"], True)] if label.get("corrected") and label.get("chosen") else []
+    return [("bad", row["completion"], False), *fixed]
+
+
 def user_msg(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
@@ -90,7 +116,7 @@ def row_texts(payload: dict) -> list[str]:
 
 
 def to_rows(kind: str, pairs: list[dict]) -> list[Row]:
-    """Pairs -> the TRL payloads of the snapshot's kind (two KTO rows per preference pair)."""
+    """Pairs -> the TRL payloads of the snapshot's kind (KTO: a row per example of ``kto_examples``)."""
     rows: list[Row] = []
     for item in pairs:
         r = item["row"]
@@ -101,7 +127,7 @@ def to_rows(kind: str, pairs: list[dict]) -> list[Row]:
                        "rejected": assistant_msg(r["rejected"])}
             rows.append(Row(item["id"], payload, plen, (len(r["chosen"]), len(r["rejected"])), src))
         elif kind == "kto":
-            for suffix, text, good in (("good", r["chosen"], True), ("bad", r["rejected"], False)):
+            for suffix, text, good in r["kto"]:
                 payload = {"prompt": user_msg(r["prompt"]), "completion": assistant_msg(text), "label": good}
                 rows.append(Row(f"{item['id']}#{suffix}", payload, plen, (len(text),), src))
         elif kind == "sft":

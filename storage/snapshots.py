@@ -23,7 +23,7 @@ import pyarrow as pa
 from storage.db import Database
 from storage.ids import content_hash, stable_id
 from storage.snapshot_rows import (TokenCounter, Row, Steps, build_checks, is_human, row_length, split_rows, to_rows,
-                                   apply_label)
+                                   apply_label, kto_examples)
 from studio.errors import BadInput, NotFound
 
 RECORD_KINDS = ("preference", "sft", "kto", "prompts")
@@ -70,7 +70,8 @@ class SnapshotSpec:
     """What goes into a snapshot. Every field is a filter or a split setting; see ``metadata["help"]``."""
 
     record_kind: str = field(default="preference", metadata={"help": "preference (DPO, reward, ORPO, CPO), sft, "
-                             "kto (unpaired: chosen -> good, rejected -> bad) or prompts (PPO, GRPO, RLOO)."})
+                             "kto (unpaired good/bad: chosen -> good, rejected -> bad, both bad -> two bad, a correction -> good; "
+                             "SFT pairs a person reviewed as good or bad) or prompts (PPO, GRPO, RLOO)."})
     name: str | None = field(default=None, metadata={"help": "A label for people; not part of the content hash."})
     generation_run_ids: tuple[str, ...] = field(default=(), metadata={"help": "Only pairs from these generation "
                                                 "runs; empty means all runs."})
@@ -182,7 +183,8 @@ def _reviewed_labels(db: Database, record_kind: str) -> dict[str, dict]:
 
 
 def _load_pairs(db: Database, spec: SnapshotSpec, kind: str) -> list[dict]:
-    """Candidate pairs of one table with their final labels resolved (None = tie / both bad)."""
+    """Candidate pairs of one table with their final labels resolved (None = tie / both bad; for a
+    KTO snapshot, None = no good or bad example, see ``kto_examples``)."""
     runs = list(spec.generation_run_ids) or None
     with db.session() as cur:
         rows = _dicts(cur, SELECT_PREFERENCE if kind == "preference" else SELECT_SFT, {"runs": runs})
@@ -190,23 +192,43 @@ def _load_pairs(db: Database, spec: SnapshotSpec, kind: str) -> list[dict]:
     out = []
     for row in rows:
         review = labels.get(row["id"]) if is_human(labels.get(row["id"])) else None
-        resolved = apply_label(kind, row, review if spec.label_rule == "prefer_human" else None)
+        label = review if spec.label_rule == "prefer_human" else None
+        if spec.record_kind == "kto":
+            examples = kto_examples(kind, row, label)
+            resolved = {**row, "kto": examples} if examples else None
+        else:
+            resolved = apply_label(kind, row, label)
         out.append({"row": resolved, "id": row["id"], "confidence": row["confidence"],
                     "human": review is not None or bool(row["human_reviewed"]), "flagged": bool(row["flagged"]),
                     "agreement": review.get("agreement") if review else None})
     return out
 
 
+def _same_texts(row: dict) -> bool:
+    return row["chosen"].strip() == row["rejected"].strip()
+
+
+def _contradicts(row: dict) -> bool:
+    """A KTO pair that labels one text both good and bad."""
+    labels: dict[str, set[bool]] = {}
+    for _, text, good in row["kto"]:
+        labels.setdefault(text.strip(), set()).add(good)
+    return any(len(seen) > 1 for seen in labels.values())
+
+
 def _filter(db: Database, spec: SnapshotSpec, count_tokens: TokenCounter | None) -> tuple[list[Row], Steps, dict]:
     """Every filter in order; returns the kept rows, the counts and what the checks need."""
-    tables = {"preference": ("preference",), "kto": ("preference",), "sft": ("sft",),
+    tables = {"preference": ("preference",), "kto": ("preference", "sft"), "sft": ("sft",),
               "prompts": ("preference", "sft")}[spec.record_kind]
     steps, found = Steps(), {}
     pairs = steps.start("in the selected generation runs" if spec.generation_run_ids else "all pairs",
                         [p for table in tables for p in _load_pairs(db, spec, table)])
     if spec.only_human_reviewed:
         pairs = steps.keep("human-reviewed", pairs, lambda p: p["human"])
-    if spec.label_rule == "prefer_human":
+    if spec.record_kind == "kto":
+        pairs = steps.keep("with a good or bad example (SFT pairs: reviewed by a person; not tie or undecided)",
+                           pairs, lambda p: p["row"] is not None)
+    elif spec.label_rule == "prefer_human":
         pairs = steps.keep("usable after review (not tie, both bad or bad)", pairs, lambda p: p["row"] is not None)
     if spec.min_judge_confidence is not None:
         pairs = steps.keep(f"judge confidence >= {spec.min_judge_confidence}", pairs,
@@ -217,11 +239,10 @@ def _filter(db: Database, spec: SnapshotSpec, count_tokens: TokenCounter | None)
     if spec.exclude_flagged:
         pairs = steps.keep("not flagged", pairs, lambda p: not p["flagged"])
     if spec.record_kind in ("preference", "kto"):
-        identical = [p for p in pairs if p["row"]["chosen"].strip() == p["row"]["rejected"].strip()]
-        found["identical"] = len(identical)
+        same = _same_texts if spec.record_kind == "preference" else _contradicts
+        found["identical"] = sum(1 for p in pairs if same(p["row"]))
         if spec.drop_identical:
-            pairs = steps.keep("chosen differs from rejected", pairs,
-                               lambda p: p["row"]["chosen"].strip() != p["row"]["rejected"].strip())
+            pairs = steps.keep("chosen differs from rejected", pairs, lambda p: not same(p["row"]))
     rows = to_rows(spec.record_kind, pairs)
     if spec.record_kind == "kto":
         rows = steps.start("as KTO rows (chosen -> good, rejected -> bad)", rows)

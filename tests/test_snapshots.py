@@ -37,11 +37,11 @@ def _review(db, kind: str, record_id: str, **label) -> None:
     final = {"label": "chosen", "chosen": None, "rejected": None, "corrected": False, "usable": True,
              "n_reviews": 2, "agreement": 1.0, **label}
     with db.session() as cur:
-        cur.execute("INSERT INTO review_rounds (id, name, record_kind) VALUES ('round1', 'r', ?) "
-                    "ON CONFLICT DO NOTHING", [kind])
+        cur.execute("INSERT INTO review_rounds (id, name, record_kind) VALUES (?, 'r', ?) "
+                    "ON CONFLICT DO NOTHING", [f"round_{kind}", kind])
         cur.execute("INSERT INTO review_records (id, round_id, record_kind, record_id, final_label, final_rule, "
-                    "final_source, reviewed) VALUES (?, 'round1', ?, ?, ?, 'majority', 'human', true)",
-                    [f"rr_{record_id}", kind, record_id, json.dumps(final)])
+                    "final_source, reviewed) VALUES (?, ?, ?, ?, ?, 'majority', 'human', true)",
+                    [f"rr_{record_id}", f"round_{kind}", kind, record_id, json.dumps(final)])
 
 
 def _counts(summary) -> dict[str, int]:
@@ -159,6 +159,43 @@ def test_kto_sft_and_prompt_snapshots(db):
     prompts = store.create_snapshot(db, SnapshotSpec(record_kind="prompts", eval_fraction=0))
     assert prompts.n_train == 9  # 5 preference prompts + 4 SFT prompts, each once
     assert set(store.read_snapshot_rows(db, prompts.id)[0]) == {"prompt"}
+
+
+def test_kto_learns_unpaired_good_and_bad_labels_from_reviews(db):
+    insert_preference_pairs(db, _pairs(5))
+    _sft(db, 4)
+    _review(db, "preference", "gen_a_pp000", label="rejected", chosen="Bad 0.",
+            rejected="A good, detailed answer number 0.")
+    _review(db, "preference", "gen_a_pp001", label="both_bad", usable=False)
+    _review(db, "preference", "gen_a_pp002", label="both_bad", chosen="A fixed answer 2.",
+            rejected="A good, detailed answer number 2.", corrected=True)
+    _review(db, "preference", "gen_a_pp003", label="tie", usable=False)
+    _review(db, "sft", "gen_a_sft0", label="good", chosen="Answer 0")
+    _review(db, "sft", "gen_a_sft1", label="bad", chosen="Answer 1", usable=False)
+    _review(db, "sft", "gen_a_sft2", label="bad", chosen="A fixed answer to task 2.", corrected=True)
+    summary = store.create_snapshot(db, SnapshotSpec(record_kind="kto", eval_fraction=0))
+    assert _counts(summary)["with a good or bad example (SFT pairs: reviewed by a person; not tie or undecided)"] == 7
+    labels = {(r["prompt"][0]["content"], r["completion"][0]["content"]): r["label"]
+              for r in store.read_snapshot_rows(db, summary.id)}
+    assert labels == {
+        ("Question gen_a 0?", "Bad 0."): True,                                 # the reviewers' swap
+        ("Question gen_a 0?", "A good, detailed answer number 0."): False,
+        ("Question gen_a 1?", "A good, detailed answer number 1."): False,     # both bad: two bad examples
+        ("Question gen_a 1?", "Bad 1."): False,
+        ("Question gen_a 2?", "A good, detailed answer number 2."): False,
+        ("Question gen_a 2?", "Bad 2."): False,
+        ("Question gen_a 2?", "A fixed answer 2."): True,                      # the correction
+        ("Question gen_a 4?", "A good, detailed answer number 4."): True,      # not reviewed: the judge's
+        ("Question gen_a 4?", "Bad 4."): False,
+        ("Task 0", "Answer 0"): True,                                          # SFT, reviewed good
+        ("Task 1", "Answer 1"): False,                                         # SFT, reviewed bad
+        ("Task 2", "Answer 2"): False,
+        ("Task 2", "A fixed answer to task 2."): True,
+    }                                                                          # the tie and unreviewed sft3: nothing
+    ids = store.snapshot_record_ids(db, summary.id)["train"]
+    assert ids.count("gen_a_pp002") == 1 and "gen_a_sft2" in ids                # lineage: the source pairs
+    judge_only = store.preview_snapshot(db, SnapshotSpec(record_kind="kto", eval_fraction=0, label_rule="judge_only"))
+    assert judge_only[0].n_train == 10                                         # reviews ignored: 5 pairs x 2
 
 
 def test_length_bias_and_truncation_checks(db):
