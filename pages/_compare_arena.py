@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._compare_view import pick_comparison
-from pages._ui import attempt
+from pages._ui import attempt, track_job
 from studio.services import compare as compare_svc
+from studio.services import review as review_svc
 
 CHOICES = (("a", "A is better", "a"), ("b", "B is better", "b"), ("tie", "Tie", "t"), ("both_bad", "Both bad", "x"))
 
@@ -15,6 +16,7 @@ def arena_tab() -> None:
     summary = pick_comparison("cmp_arena_pick")
     if summary is None:
         return
+    argilla_section(summary.comparison_id)
     voter = st.text_input("Your name", value=st.session_state.get("cmp_voter") or compare_svc.default_voter(),
                           key="cmp_voter_input")
     st.session_state["cmp_voter"] = voter
@@ -47,3 +49,25 @@ def arena_tab() -> None:
                 st.session_state["cmp_reveal"] = f"A was **{result.model_a}**, B was **{result.model_b}**."
                 st.session_state["cmp_pair"] = None
                 st.rerun()
+
+
+def argilla_section(comparison_id: str) -> None:
+    """More voters: the comparison's pairs as a blind review dataset in Argilla; its answers come back
+    as human votes (Review page's pull, or the button here) into this leaderboard."""
+    with st.expander("Collect votes from reviewers in Argilla"):
+        st.caption("Sends every pair of models on every prompt, in a random order with the model names hidden. "
+                   "Each answer a reviewer submits there becomes their vote here after a pull.")
+        push_col, pull_col = st.columns(2)
+        request = review_svc.PushRequest(kind="comparison", run_id=comparison_id, dataset_name=f"compare-{comparison_id}",
+                                         limit=100_000)
+        if push_col.button("Send to Argilla", key="cmp_argilla_push", width="stretch"):
+            ok, job_id = attempt(review_svc.start_push, request)
+            if ok:
+                track_job(review_svc.PUSH_JOB, job_id)
+                st.success(f"Pushing to the Argilla dataset {request.name} in the background; the Review page shows "
+                           "its progress and the link for reviewers.")
+        if pull_col.button("Pull votes from Argilla", key="cmp_argilla_pull", width="stretch"):
+            ok, job_id = attempt(review_svc.start_pull)
+            if ok:
+                track_job(review_svc.PULL_JOB, job_id)
+                st.success("Pulling in the background; the votes join the leaderboard when it finishes.")

@@ -13,7 +13,8 @@ from pages._widgets import short
 from studio.errors import StudioError
 from studio.services import review as review_svc
 
-KINDS = {"preference": "Preference pairs", "sft": "SFT pairs", "instruction": "Instructions"}
+KINDS = {"preference": "Preference pairs", "sft": "SFT pairs", "instruction": "Instructions",
+         "comparison": "Model comparison pairs (blind votes)"}
 
 
 def push_form() -> review_svc.PushRequest | None:
@@ -24,7 +25,8 @@ def push_form() -> review_svc.PushRequest | None:
         dataset = c2.text_input("Argilla dataset", placeholder="studio-<kind>")
         limit = c3.number_input("At most this many records", 1, 100_000, 200)
         c4, c5, c6 = st.columns(3)
-        run_id = c4.text_input("Only generation run (id)", placeholder="all runs")
+        run_id = c4.text_input("Only generation run (id)", placeholder="all runs",
+                               help="For model comparison pairs: the comparison's id (Compare page).")
         low, high = c5.slider("Judge confidence", 0.0, 1.0, (0.0, 1.0), 0.05)
         reviewers = c6.number_input("Reviewers per record", 1, 10, 1)
         swap = st.checkbox("Only pairs where the judge's two orders disagreed")

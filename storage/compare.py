@@ -252,6 +252,18 @@ def write_votes(db: Database, votes: Sequence[VoteRow], replace: bool) -> int:
     return int(changed[0]) if changed else len(unique)
 
 
+def replace_round_votes(db: Database, round_id: str, votes: Sequence[VoteRow]) -> int:
+    """The human votes that came from review round ``round_id`` in Argilla, as they stand now: written
+    (replacing a vote of the same voter on the same pair), and the round's earlier votes that are no
+    longer there (the answer was deleted or discarded) removed. Returns how many votes the round has."""
+    for vote in votes:
+        vote.metadata = {**vote.metadata, "review_round_id": round_id}
+    write_votes(db, votes, replace=True)
+    with db.session() as cur:
+        cur.execute(q.DELETE_STALE_ROUND_VOTES, [round_id, [v.id for v in votes]])
+    return len({v.id for v in votes})
+
+
 def vote_exists(db: Database, vote_id_: str) -> bool:
     with db.session() as cur:
         return cur.execute(q.SELECT_VOTE, [vote_id_]).fetchone() is not None

@@ -99,3 +99,8 @@ SELECT_TRAINING_RUN = ("SELECT id, name, status, snapshot_id, base_model_id, out
 SELECT_SNAPSHOT_PAYLOADS = ("SELECT record_id, payload FROM snapshot_records WHERE snapshot_id = ? AND split = ? "
                             "ORDER BY position, record_id")
 SELECT_SNAPSHOT = "SELECT id, name, record_kind FROM dataset_snapshots WHERE id = ?"
+
+# Votes pulled from a review round that are gone from Argilla now (the keep-list is the current set).
+DELETE_STALE_ROUND_VOTES = """
+DELETE FROM votes WHERE json_extract_string(metadata, '$.review_round_id') = $1 AND NOT list_contains($2, id)
+"""

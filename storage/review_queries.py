@@ -40,6 +40,35 @@ SOURCES = {
           AND ($min_confidence IS NULL OR true) AND ($max_confidence IS NULL OR true)
           AND ($swap_disagreement IS NULL OR true)""",
     },
+    # A pair of two models' outputs for one prompt of a comparison (record id: the two output ids),
+    # with the latest judge vote (LLM or rubric) on that pair as chosen (= model a) / rejected / tie / both bad.
+    "comparison": {
+        "table": """(
+          SELECT a.id || '~' || b.id AS id, a.comparison_id, a.prompt_id, p.prompt, a.text AS chosen, b.text AS rejected,
+                 a.model_id AS chosen_model, b.model_id AS rejected_model, a.id AS output_a_id, b.id AS output_b_id,
+                 v.voter AS judge_model, a.created_at,
+                 CASE WHEN v.winner IN ('tie', 'both_bad') THEN v.winner
+                      WHEN v.winner IS NULL THEN NULL
+                      WHEN (CASE v.winner WHEN 'a' THEN v.model_a ELSE v.model_b END) = a.model_id THEN 'chosen'
+                      ELSE 'rejected' END AS judge_label
+          FROM comparison_outputs a
+          JOIN comparison_outputs b ON b.comparison_id = a.comparison_id AND b.prompt_id = a.prompt_id
+                                   AND a.model_id < b.model_id
+          JOIN comparison_prompts p ON p.id = a.prompt_id
+          LEFT JOIN (SELECT * FROM votes WHERE voter_kind IN ('llm', 'rubric')
+                     QUALIFY row_number() OVER (PARTITION BY prompt_id, least(model_a, model_b), greatest(model_a, model_b)
+                                                ORDER BY created_at DESC, id) = 1) v
+                 ON v.prompt_id = a.prompt_id AND least(v.model_a, v.model_b) = a.model_id
+                AND greatest(v.model_a, v.model_b) = b.model_id)""",
+        "columns": "s.id AS record_id, s.comparison_id AS run_id, s.comparison_id, s.prompt_id, s.prompt, s.chosen, "
+                   "s.rejected, s.chosen_model, s.rejected_model, s.output_a_id, s.output_b_id, s.judge_model, "
+                   "s.judge_label, NULL::DOUBLE AS confidence, s.created_at",
+        "priority": "0.0",
+        "filters": """($run_id IS NULL OR s.comparison_id = $run_id)
+          AND ($model IS NULL OR s.chosen_model = $model OR s.rejected_model = $model)
+          AND ($min_confidence IS NULL OR true) AND ($max_confidence IS NULL OR true)
+          AND ($swap_disagreement IS NULL OR true)""",
+    },
 }
 ORDERS = {"least_confident": "priority ASC, record_id", "newest": "created_at DESC, record_id"}
 

@@ -74,8 +74,9 @@ def cmd_pull(args) -> int:
             print(f"{r.dataset_name}: nothing changed since the last pull")
             continue
         print(f"{r.dataset_name}: {r.new} new, {r.updated} updated, {r.deleted} deleted responses; "
-              f"{r.reviewed} records human-reviewed" + (f"; {r.unknown_records} records with answers the studio "
-                                                        "did not push were skipped" if r.unknown_records else ""))
+              f"{r.reviewed} records human-reviewed" + (f"; {r.votes} human votes in the leaderboard" if r.votes else "")
+              + (f"; {r.unknown_records} records with answers the studio did not push were skipped"
+                 if r.unknown_records else ""))
     for error in result.errors:
         print(f"warning: {error}")
     return 0
@@ -116,10 +117,11 @@ def register(sub) -> None:
     review = sub.add_parser("review", help="human review in Argilla: push, pull, status, reconcile")
     r_sub = review.add_subparsers(dest="action", required=True, parser_class=_Parser)
     push = r_sub.add_parser("push", help="send LLM-labeled records to Argilla (idempotent; resumes)")
-    push.add_argument("--kind", choices=("preference", "sft", "instruction"), default="preference")
+    push.add_argument("--kind", choices=("preference", "sft", "instruction", "comparison"), default="preference",
+                      help="comparison: a comparison's model pairs, blind, for human votes (with --run <comparison id>)")
     push.add_argument("--dataset", help="Argilla dataset name (default studio-<kind>)")
     push.add_argument("--workspace", default="default")
-    push.add_argument("--run", help="only records of this generation run")
+    push.add_argument("--run", help="only records of this generation run (--kind comparison: of this comparison)")
     push.add_argument("--model", help="only records with a response from this model")
     push.add_argument("--min-confidence", type=float, help="judge confidence at least (0-1)")
     push.add_argument("--max-confidence", type=float, help="judge confidence at most (0-1)")

@@ -14,7 +14,7 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
-from pipelines.review.reconcile import LLM_LABEL, majority, vote_label
+from pipelines.review.reconcile import llm_label, majority, vote_label
 
 BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0000001)
 
@@ -71,14 +71,14 @@ def compute_agreement(kind: str, records: list[dict], responses: dict[str, list[
     overall, per_aspect, per_model = Rate(), defaultdict(Rate), defaultdict(Rate)
     buckets: dict[int, tuple[Rate, list[float]]] = {}
     votes_by_record: dict[str, dict[str, str]] = {}
-    llm = LLM_LABEL[kind]
     for record in records:
+        llm = llm_label(kind, record)
         submitted = [r for r in responses.get(record["review_record_id"], []) if r["status"] == "submitted"]
         votes = {r["reviewer"]: vote_label(kind, r["answer"], record.get("order_swapped")) for r in submitted}
         votes = {who: v for who, v in votes.items() if v}
         votes_by_record[record["review_record_id"]] = votes
         human, _ = majority(list(votes.values()))
-        if human is None:
+        if human is None or llm is None:   # no majority, or no judge vote on this comparison pair
             continue
         overall.add(human == llm)
         for model in {record.get("chosen_model"), record.get("rejected_model"), record.get("model")} - {None}:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pipelines.review.client import ArgillaClient
 from studio.errors import BadInput, ReviewError
 
-KINDS = ("preference", "sft", "instruction")
+KINDS = ("preference", "sft", "instruction", "comparison")
 PREFERRED = {"a": "Response A", "b": "Response B", "tie": "Tie", "both_bad": "Both bad"}
 VERDICT = {"good": "Good", "bad": "Bad"}
 DEFAULT_GUIDELINES = {
@@ -24,6 +24,9 @@ DEFAULT_GUIDELINES = {
            "optionally write a corrected response.",
     "instruction": "Read the instruction. Say whether it is a clear, useful task, rate it 1-5, and optionally "
                    "rewrite it.",
+    "comparison": "Two models answered the same prompt. Their names are hidden and the order of A and B is random. "
+                  "Pick the better answer (or tie / both bad) and rate each from 1 (poor) to 5 (excellent). Your "
+                  "votes go into the studio's leaderboard.",
 }
 _AGENT_BAD = re.compile(r"[^a-zA-Z0-9\-_:./\s]")
 
@@ -66,8 +69,8 @@ def _text_question(name: str, title: str, description: str) -> dict:
             "settings": {"type": "text", "use_markdown": False}}
 
 
-def _meta(name: str, title: str, kind: str) -> dict:
-    return {"name": name, "title": title, "settings": {"type": kind}, "visible_for_annotators": True}
+def _meta(name: str, title: str, kind: str, visible: bool = True) -> dict:
+    return {"name": name, "title": title, "settings": {"type": kind}, "visible_for_annotators": visible}
 
 
 def dataset_spec(kind: str) -> DatasetSpec:
@@ -83,6 +86,14 @@ def dataset_spec(kind: str) -> DatasetSpec:
              _rating("rating_b", "Rate response B (1-5)"), corrected, rationale],
             [_meta("model_a", "Model of A", "terms"), _meta("model_b", "Model of B", "terms"),
              _meta("judge_score", "Judge confidence", "float"), _meta("swap_agreement", "Judge orders agree", "terms"),
+             _meta("length_diff", "Length of A minus B", "integer")],
+            verdict_question="preferred")
+    if kind == "comparison":  # blind: the model names are metadata annotators do not see
+        return DatasetSpec(
+            kind, [_chat_field(), _text_field("response_a", "Response A"), _text_field("response_b", "Response B")],
+            [_label("preferred", "Which response is better?", PREFERRED), _rating("rating_a", "Rate response A (1-5)"),
+             _rating("rating_b", "Rate response B (1-5)"), rationale],
+            [_meta("model_a", "Model of A", "terms", visible=False), _meta("model_b", "Model of B", "terms", visible=False),
              _meta("length_diff", "Length of A minus B", "integer")],
             verdict_question="preferred")
     subject = "response" if kind == "sft" else "instruction"

@@ -18,7 +18,8 @@ from typing import Callable
 
 from pipelines.review.client import ArgillaClient, ArgillaNotFound, ArgillaUnavailable
 from pipelines.review.dataset import check_settings, dataset_spec
-from pipelines.review.reconcile import ReconcileRule, reconcile
+from pipelines.review.reconcile import ReconcileRule, reconcile, vote_label
+from storage import compare as compare_store
 from storage import review as store
 from storage.db import Database
 from storage.ids import stable_id
@@ -39,6 +40,7 @@ class RoundPull:
     unchanged: int = 0
     unknown_records: int = 0     # records with responses that the studio did not push
     reviewed: int = 0            # records whose final label comes from people
+    votes: int = 0               # comparison rounds: the human votes the round has in the leaderboard
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -87,6 +89,8 @@ def pull_round(db: Database, client: ArgillaClient, round_row: dict, rule: Recon
                                       "counted twice.") from None
     rule = rule or ReconcileRule(**round_row["settings"].get("rule", {}), min_submitted=round_row["min_submitted"])
     result.reviewed = reconcile_round(db, round_row, rule)
+    if round_row["record_kind"] == "comparison":
+        result.votes = sync_comparison_votes(db, round_row)
     store.merge_round_settings(db, round_row["id"], {"activity_watermark": watermark})
     store.update_round(db, round_row["id"], last_pulled_at=datetime.now(timezone.utc), status="open")
     result.seconds = round(time.monotonic() - started, 4)
@@ -146,3 +150,27 @@ def reconcile_round(db: Database, round_row: dict, rule: ReconcileRule) -> int:
                or r["current_rule"] != rule.name]
     store.write_finals(db, kind, changed)
     return sum(1 for f in finals if f["reviewed"])
+
+
+def sync_comparison_votes(db: Database, round_row: dict) -> int:
+    """Each submitted answer of a comparison round is one human vote (voter = the Argilla user) on that
+    pair, stored as shown (slot A, slot B, the order); answers deleted or discarded since lose their vote."""
+    votes = []
+    responses = store.round_responses(db, round_row["id"])
+    for record in store.round_records(db, round_row["id"], "comparison"):
+        swapped = bool(record["order_swapped"])
+        model_a, model_b = record["chosen_model"], record["rejected_model"]
+        out_a, out_b = record["output_a_id"], record["output_b_id"]
+        if swapped:
+            model_a, model_b, out_a, out_b = model_b, model_a, out_b, out_a
+        for response in responses.get(record["review_record_id"], []):
+            label = vote_label("comparison", response["answer"], swapped)
+            if response["status"] != "submitted" or label not in ("chosen", "rejected", "tie", "both_bad"):
+                continue
+            winner = label if label in ("tie", "both_bad") else "a" if (label == "chosen") != swapped else "b"
+            votes.append(compare_store.VoteRow(
+                comparison_id=record["comparison_id"], prompt_id=record["prompt_id"], model_a=model_a,
+                model_b=model_b, winner=winner, voter_kind="human", voter=response["reviewer"], output_a_id=out_a,
+                output_b_id=out_b, order_swapped=swapped, rationale=(response["answer"] or {}).get("rationale"),
+                metadata={"source": "argilla"}))
+    return compare_store.replace_round_votes(db, round_row["id"], votes)

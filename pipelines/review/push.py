@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from pipelines.review.client import BULK_LIMIT, ArgillaClient, ArgillaNotFound, ArgillaUnavailable
-from pipelines.review.reconcile import ReconcileRule, reconcile_record
+from pipelines.review.reconcile import PAIRED, ReconcileRule, reconcile_record
 from pipelines.review.dataset import DEFAULT_GUIDELINES, KINDS, agent_name, dataset_spec, ensure_dataset
 from storage import review as store
 from storage.db import Database
@@ -32,10 +32,12 @@ ORDERS = ("least_confident", "newest")
 class PushRequest:
     """What to send for review and how (the Review page's form and ``review push``'s options)."""
 
-    kind: str = field(default="preference", metadata={"help": "preference, sft or instruction"})
+    kind: str = field(default="preference", metadata={"help": "preference, sft, instruction, or comparison (a "
+                                                                "comparison's model pairs, blind; run_id = the comparison)"})
     dataset_name: str | None = field(default=None, metadata={"help": "Argilla dataset; default studio-<kind>"})
     workspace: str = field(default="default", metadata={"help": "Argilla workspace (created when missing)"})
-    run_id: str | None = field(default=None, metadata={"help": "only records of this generation run"})
+    run_id: str | None = field(default=None, metadata={"help": "only records of this generation run (kind comparison: "
+                                                              "of this comparison)"})
     model: str | None = field(default=None, metadata={"help": "only records with a response from this model"})
     min_confidence: float | None = field(default=None, metadata={"help": "judge confidence at least (0-1)"})
     max_confidence: float | None = field(default=None, metadata={"help": "judge confidence at most (0-1)"})
@@ -123,7 +125,7 @@ def _plan(db: Database, round_row: dict, req: PushRequest) -> tuple[int, int]:
         rid = stable_id("rv", round_row["id"], req.kind, row["record_id"])
         if rid in known:
             continue
-        swapped = random.Random(content_hash(seed, row["record_id"])).random() < 0.5 if req.kind == "preference" else None
+        swapped = random.Random(content_hash(seed, row["record_id"])).random() < 0.5 if req.kind in PAIRED else None
         initial = reconcile_record(req.kind, row, [], rule)
         rows.append({"id": rid, "round_id": round_row["id"], "record_kind": req.kind, "record_id": row["record_id"],
                      "order_swapped": swapped, "priority": float(row["priority"]), "final_label": initial,
@@ -138,6 +140,8 @@ def argilla_record(kind: str, row: dict, question_ids: dict[str, str]) -> dict:
     agent = agent_name(row.get("judge_model"))
     score = row.get("confidence")
     score = None if score is None else min(max(float(score), 0.0), 1.0)
+    if kind == "comparison":
+        return _comparison_record(row, question_ids)
     if kind == "preference":
         swapped = bool(row["order_swapped"])
         a, b = (row["rejected"], row["chosen"]) if swapped else (row["chosen"], row["rejected"])
@@ -156,6 +160,22 @@ def argilla_record(kind: str, row: dict, question_ids: dict[str, str]) -> dict:
             "suggestions": [{"question_id": question_ids[name], "value": value, "agent": agent, "type": "model",
                              **({"score": score} if score is not None else {})}
                             for name, value in suggestions if value is not None]}
+
+
+def _comparison_record(row: dict, question_ids: dict[str, str]) -> dict:
+    """Two models' outputs in the record's random order, model names hidden from annotators; the latest
+    LLM judge vote on the pair (if any) as the suggestion."""
+    swapped = bool(row["order_swapped"])
+    a, b = (row["rejected"], row["chosen"]) if swapped else (row["chosen"], row["rejected"])
+    ma, mb = (row["rejected_model"], row["chosen_model"]) if swapped else (row["chosen_model"], row["rejected_model"])
+    judged = row.get("judge_label")
+    if judged in ("chosen", "rejected"):
+        judged = "a" if (judged == "chosen") != swapped else "b"
+    suggestions = [{"question_id": question_ids["preferred"], "value": judged, "agent": agent_name(row.get("judge_model")),
+                    "type": "model"}] if judged else []
+    return {"external_id": row["review_record_id"],
+            "fields": {"prompt": [{"role": "user", "content": row["prompt"]}], "response_a": a, "response_b": b},
+            "metadata": {"model_a": ma, "model_b": mb, "length_diff": len(a) - len(b)}, "suggestions": suggestions}
 
 
 def _rating(score) -> int | None:

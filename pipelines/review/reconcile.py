@@ -8,7 +8,7 @@ Rules (``rule``):
 A tie between answers (``tie_policy``): ``keep_llm`` keeps the LLM label (unreviewed, flagged as
 tied); ``mark`` makes the label 'undecided' (not usable for training until someone breaks it).
 
-Preference answers are mapped back through the record's A/B swap: 'a' means the pair's chosen
+Preference (and comparison) answers are mapped back through the record's A/B swap: 'a' means the pair's chosen
 response unless the order was swapped. A corrected response written by a reviewer who voted with
 the majority becomes the new chosen response (the latest one wins).
 """
@@ -23,7 +23,16 @@ from studio.errors import BadInput
 RULES = ("majority", "strict")
 TIE_POLICIES = ("keep_llm", "mark")
 LLM_LABEL = {"preference": "chosen", "sft": "good", "instruction": "good"}
-VERDICT_QUESTION = {"preference": "preferred", "sft": "verdict", "instruction": "verdict"}
+VERDICT_QUESTION = {"preference": "preferred", "sft": "verdict", "instruction": "verdict", "comparison": "preferred"}
+PAIRED = ("preference", "comparison")   # an A/B pair: answers go through the swap
+
+
+def llm_label(kind: str, record: dict) -> str | None:
+    """The machine's label of a record: the generation judge's (a preference pair's chosen, an SFT pair
+    or instruction kept = good); for a comparison pair, the latest judge vote on it, LLM or rubric (None: none)."""
+    if kind == "comparison":
+        return record.get("judge_label")
+    return LLM_LABEL[kind]
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class ReconcileRule:
 def vote_label(kind: str, answer: dict, order_swapped: bool | None) -> str | None:
     """The pair-oriented label of one answer: preference 'a'/'b' -> 'chosen'/'rejected' through the swap."""
     value = (answer or {}).get(VERDICT_QUESTION[kind])
-    if kind == "preference" and value in ("a", "b"):
+    if kind in PAIRED and value in ("a", "b"):
         shown_chosen = "b" if order_swapped else "a"
         return "chosen" if value == shown_chosen else "rejected"
     return value
@@ -77,8 +86,8 @@ def reconcile_record(kind: str, record: dict, responses: list[dict], rule: Recon
         return {**out, **_texts(kind, record, "undecided", None), "label": "undecided", "usable": False,
                 "agreement": None, "source": "human", "reviewed": True}
     if not enough or label is None:
-        llm = LLM_LABEL[kind]
-        return {**out, **_texts(kind, record, llm, None), "label": llm, "usable": True,
+        llm = llm_label(kind, record) or "undecided"
+        return {**out, **_texts(kind, record, llm, None), "label": llm, "usable": llm != "undecided",
                 "agreement": None, "source": "llm", "reviewed": False}
     with_majority = [r for r, v in votes if v == label]
     corrections = [r for r in with_majority if ((r["answer"] or {}).get("corrected") or "").strip()]
@@ -92,7 +101,7 @@ def reconcile_record(kind: str, record: dict, responses: list[dict], rule: Recon
 
 def _texts(kind: str, record: dict, label: str, corrected: str | None) -> dict:
     """chosen/rejected texts for a label (preference), or the kept text (sft/instruction)."""
-    if kind == "preference":
+    if kind in PAIRED:
         chosen, rejected = record["chosen"], record["rejected"]
         if label == "rejected":
             chosen, rejected = rejected, chosen

@@ -17,7 +17,7 @@ from pipelines.review.agreement import Agreement, compute_agreement
 from pipelines.review.client import ArgillaClient, ArgillaNotFound, ArgillaUnavailable
 from pipelines.review.pull import RoundPull, pull_round, reconcile_round
 from pipelines.review.push import PushRequest, PushResult, dataset_url, push_records
-from pipelines.review.reconcile import LLM_LABEL, ReconcileRule, majority, vote_label
+from pipelines.review.reconcile import ReconcileRule, llm_label, majority, vote_label
 from storage import review as store
 from storage.db import get_database
 from storage.review import FinalLabel
@@ -279,9 +279,10 @@ def list_disagreements(round_id: str, limit: int = 200) -> list[Disagreement]:
         votes = {r["reviewer"]: vote_label(kind, r["answer"], record.get("order_swapped")) for r in submitted}
         votes = {k: v for k, v in votes.items() if v}
         human, _ = majority(list(votes.values()))
-        if human is None or human == LLM_LABEL[kind]:
+        judge = llm_label(kind, record)
+        if human is None or judge is None or human == judge:
             continue
-        out.append(Disagreement(round_id, record["record_id"], record["prompt"], LLM_LABEL[kind], human, votes,
+        out.append(Disagreement(round_id, record["record_id"], record["prompt"], judge, human, votes,
                                 record.get("confidence"), record.get("judge_model"),
                                 [r["answer"]["rationale"] for r in submitted if (r["answer"] or {}).get("rationale")]))
     out.sort(key=lambda d: (d.confidence is None, d.confidence or 0.0))
