@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._ui import attempt, flash, human_count, show_error, show_flashes, track_job, watch_jobs
-from pipelines.llm.base import SamplingParams  # the typed settings try_prompt takes
 from studio import jobs
 from studio.errors import StudioError
 from studio.services import models as svc
@@ -131,7 +130,7 @@ def try_prompt_section() -> None:
         st.caption(f"Answer from {labels[key]}")
         with st.container(border=True, key="try_output"):
             try:
-                params = SamplingParams(temperature=temperature, max_tokens=max_tokens)
+                params = {"temperature": temperature, "max_tokens": max_tokens}
                 st.write_stream(svc.try_prompt(key, prompt, system=system.strip() or None, params=params))
             except StudioError as err:
                 show_error(err)

@@ -360,9 +360,13 @@ def _drop_cached_backend(key: str) -> None:
 
 
 def try_prompt(key: str, prompt: str, system: str | None = None,
-               params: "SamplingParams | None" = None) -> Iterator[str]:
-    """Stream one answer from a target (the Models page's and ``models try``'s playground)."""
+               params: "SamplingParams | dict | None" = None) -> Iterator[str]:
+    """Stream one answer from a target (the Models page's and ``models try``'s playground). ``params``:
+    SamplingParams, or a dict of its fields (what a page passes)."""
     from pipelines.llm.base import SamplingParams
+
+    if isinstance(params, dict):
+        params = SamplingParams(**params)
 
     if not prompt or not prompt.strip():
         raise BadInput("The prompt is empty.", hint="Type something for the model to answer.")
