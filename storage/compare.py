@@ -7,6 +7,7 @@ model pair, voter) — which is what makes "one vote per voter per pair" a prima
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -256,8 +257,7 @@ def replace_round_votes(db: Database, round_id: str, votes: Sequence[VoteRow]) -
     """The human votes that came from review round ``round_id`` in Argilla, as they stand now: written
     (replacing a vote of the same voter on the same pair), and the round's earlier votes that are no
     longer there (the answer was deleted or discarded) removed. Returns how many votes the round has."""
-    for vote in votes:
-        vote.metadata = {**vote.metadata, "review_round_id": round_id}
+    votes = [dataclasses.replace(v, metadata={**v.metadata, "review_round_id": round_id}) for v in votes]
     write_votes(db, votes, replace=True)
     with db.session() as cur:
         cur.execute(q.DELETE_STALE_ROUND_VOTES, [round_id, [v.id for v in votes]])

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import socket
-import time
 
 import httpx
 import pytest
@@ -17,17 +16,11 @@ from studio.cli import main as cli_main
 from studio.errors import BadInput, ReviewError, ServiceError, StorageError
 from studio.services import argilla_admin
 from studio.settings import current
-from tests.fixtures.core import free_port
+from tests.fixtures.core import free_port, wait_for
 
 
 def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    return wait_for(predicate, what, timeout_s, 0.3)
 
 
 def _parts() -> dict:

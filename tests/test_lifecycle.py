@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import openai
@@ -18,7 +17,7 @@ from pipelines.llm.base import SamplingParams
 from studio import lifecycle, procs, supervisor
 from studio.errors import ServiceError, StorageError
 from studio.services import models as svc
-from tests.fixtures.core import REPO_ROOT, free_port
+from tests.fixtures.core import REPO_ROOT, free_port, wait_for
 from tests.fixtures.models import llm_settings
 
 MODEL = lifecycle.EMBEDDED_MODEL
@@ -26,13 +25,7 @@ WITH_APP = lifecycle.APP_SCRIPT.is_file()
 
 
 def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    return wait_for(predicate, what, timeout_s, 0.25)
 
 
 def _health(name: str) -> lifecycle.ServiceHealth:

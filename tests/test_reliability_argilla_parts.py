@@ -72,6 +72,14 @@ def _request(run_id: str, n: int) -> PushRequest:
     return PushRequest(dataset_name=f"parts-{run_id}", run_id=run_id, limit=n, batch_size=2, min_submitted=1)
 
 
+def _push_under_way(n: int) -> tuple[PushRequest, str]:
+    """A push job of ``n`` new pairs (2 a batch) that has sent a few batches: the moment to break a part."""
+    request = _request(_pairs(n), n)
+    job_id = review.start_push(request)
+    _wait(lambda: (jobs.get_job(job_id).progress or {}).get("done", 0) >= 4, "the push to send a few batches", 60, 0.02)
+    return request, job_id
+
+
 def _kill_part(name: str) -> int:
     before = _parts()[name]
     assert before.state == "running" and before.pid, before
@@ -97,10 +105,7 @@ def _finished(job_id: str, timeout: float = 180.0):
 
 def test_argilla_server_killed_during_a_push_job(studio):
     n = 40
-    run_id = _pairs(n)
-    request = _request(run_id, n)
-    job_id = review.start_push(request)
-    _wait(lambda: (jobs.get_job(job_id).progress or {}).get("done", 0) >= 4, "the push to send a few batches", 60, 0.02)
+    request, job_id = _push_under_way(n)
     old = _kill_part("argilla")
     job = _finished(job_id)
     # the job's status names the part and says what to do
@@ -136,10 +141,7 @@ def _answer_all(server, round_id: str) -> int:
 
 def test_search_engine_killed_during_a_push_job(studio):
     n = 40
-    run_id = _pairs(n)
-    request = _request(run_id, n)
-    job_id = review.start_push(request)
-    _wait(lambda: (jobs.get_job(job_id).progress or {}).get("done", 0) >= 4, "the push to send a few batches", 60, 0.02)
+    request, job_id = _push_under_way(n)
     old = _kill_part("search")
     # what a failing push or pull adds to Argilla's bare HTTP 500: the part behind it, by name
     assert "The search engine (osmem-server) is down" in review._down_parts()

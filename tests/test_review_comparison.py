@@ -12,10 +12,14 @@ import pytest
 
 from pipelines.compare.spec import ComparisonSpec
 from pipelines.review.client import ArgillaClient
+from storage import review as review_store
+from studio import jobs
 from studio.cli import main
 from studio.services import compare as compare_svc
 from studio.services import models as models_svc
 from studio.services import review
+from tests.apptest_helpers import page_with_tab, rerun, texts, widget
+from tests.fixtures.core import REPO_ROOT, wait_for
 from tests.test_review_argilla import _records
 
 pytestmark = pytest.mark.timeout(240)
@@ -77,9 +81,7 @@ def test_a_comparison_reviewed_in_argilla_becomes_human_votes(studio_home, db, a
 
     # what Argilla holds: blind records with the judge's vote as the suggestion, in a random order
     round_row = next(r for r in review.review_status().rounds if r.round_id == pushed.round_id)
-    with db.session() as cur:
-        dataset_id = cur.execute("SELECT argilla_dataset_id FROM review_rounds WHERE id = ?",
-                                 [pushed.round_id]).fetchone()[0]
+    dataset_id = review_store.get_round(db, pushed.round_id)["argilla_dataset_id"]
     conn = argilla_env.connection
     with ArgillaClient(conn.url, conn.api_key) as client:
         meta = client.items(dataset_id, "metadata-properties")
@@ -141,10 +143,6 @@ def test_a_comparison_reviewed_in_argilla_becomes_human_votes(studio_home, db, a
 
 def test_the_compare_page_sends_a_comparison_to_argilla_and_pulls_its_votes(studio_home, db, argilla_env,
                                                                            fake_openai, tmp_path):
-    from studio import jobs
-    from tests.apptest_helpers import page_with_tab, rerun, texts, widget
-    from tests.fixtures.core import REPO_ROOT, wait_for
-
     comparison_id = _comparison(fake_openai, tmp_path)
     at = page_with_tab(REPO_ROOT / "pages" / "compare.py", "Arena", 60)
     widget(at.button, "Send to Argilla").click()

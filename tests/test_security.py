@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import json
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from studio.paths import plain_name, safe_child
 from studio.services import generate as gen_svc
 from studio.services import models as models_svc
 from studio.services import seeds as seeds_svc
+from tests.fixtures.core import wait_for
 from tests.generate_script import make_config, scripted_reply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,13 +194,8 @@ def test_the_embedded_llm_server_listens_on_loopback_only(llama_server):
 
 # -- (c) API keys land nowhere -------------------------------------------------------------------------
 def _wait_for_job(job_id: str, timeout_s: float = 180) -> jobs.JobInfo:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = jobs.get_job(job_id)
-        if not job.active:
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still running after {timeout_s} s")
+    return wait_for(lambda: (job := jobs.get_job(job_id)).active is False and job, f"job {job_id} to finish",
+                    timeout_s, 0.5)
 
 
 def _database_texts(db) -> str:

@@ -40,6 +40,19 @@ def _wait(predicate, what: str, timeout: float = WAIT_S, every: float = 0.3):
                     detail=lambda: f"runs: {[r.to_dict() for r in svc.list_runs()]}")
 
 
+def _ghost_run(snapshot, name: str, pid: int) -> str:
+    """A run stored as running whose job's process (``pid``, on this host) does not exist."""
+    import socket
+
+    db = get_database()
+    run_id = run_store.insert_run(db, name=name, recipe="dpo", stage="dpo", spec=_spec(snapshot.id).to_dict(),
+                                  snapshot_id=snapshot.id, status="running")
+    job_store.insert_job(db, f"job_{name}", "training", name, {})
+    job_store.set_pid(db, f"job_{name}", pid, socket.gethostname())
+    run_store.set_job(db, run_id, f"job_{name}")
+    return run_id
+
+
 def test_start_refuses_what_cannot_train_before_a_process_starts(home, tiny_model_dir):
     with pytest.raises(NotFound, match="There is no snapshot 'snap_missing'"):
         svc.start_run(_spec("snap_missing"))
@@ -161,12 +174,7 @@ def test_a_failed_run_shows_its_error_and_a_hint(home, tmp_path, tiny_model_dir)
 
 
 def test_reconcile_marks_a_run_whose_process_is_gone(home):
-    db = get_database()
-    run_id = run_store.insert_run(db, name="ghost", recipe="dpo", stage="dpo", spec=_spec(home.id).to_dict(),
-                                  snapshot_id=home.id, status="running")
-    job_store.insert_job(db, "job_ghost", "training", "ghost", {})
-    job_store.set_pid(db, "job_ghost", 2**22 + 12345, __import__("socket").gethostname())
-    run_store.set_job(db, run_id, "job_ghost")
+    run_id = _ghost_run(home, "ghost", 2**22 + 12345)
     assert svc.reconcile_runs() == [run_id]
     assert svc.get_run(run_id).status == "interrupted"
 
@@ -185,13 +193,8 @@ def test_studio_start_reconciles_runs_left_running(home):
     """`up` marks a run whose process died with the last session interrupted, and says how to resume."""
     from studio import lifecycle
 
-    db = get_database()
-    run_id = run_store.insert_run(db, name="ghost2", recipe="dpo", stage="dpo", spec=_spec(home.id).to_dict(),
-                                  snapshot_id=home.id, status="running")
-    job_store.insert_job(db, "job_ghost2", "training", "ghost2", {})
-    job_store.set_pid(db, "job_ghost2", 2**22 + 12346, __import__("socket").gethostname())
-    run_store.set_job(db, run_id, "job_ghost2")
+    run_id = _ghost_run(home, "ghost2", 2**22 + 12346)
     said = []
     lifecycle._reconcile_interrupted_work(said.append)
-    assert run_store.get_run(db, run_id).status == "interrupted"
+    assert run_store.get_run(get_database(), run_id).status == "interrupted"
     assert run_id in said[0] and "runs resume" in said[0]

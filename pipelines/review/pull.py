@@ -18,7 +18,7 @@ from typing import Callable
 
 from pipelines.review.client import ArgillaClient, ArgillaNotFound, ArgillaUnavailable
 from pipelines.review.dataset import check_settings, dataset_spec
-from pipelines.review.reconcile import ReconcileRule, reconcile, vote_label
+from pipelines.review.reconcile import ReconcileRule, as_shown, reconcile, shown_slot, vote_label
 from storage import compare as compare_store
 from storage import review as store
 from storage.db import Database
@@ -88,9 +88,10 @@ def pull_round(db: Database, client: ArgillaClient, round_row: dict, rule: Recon
                                  hint="Pull again when Argilla is back; what was stored is kept and nothing is "
                                       "counted twice.") from None
     rule = rule or ReconcileRule(**round_row["settings"].get("rule", {}), min_submitted=round_row["min_submitted"])
-    result.reviewed = reconcile_round(db, round_row, rule)
+    state = round_state(db, round_row)
+    result.reviewed = reconcile_round(db, round_row, rule, state)
     if round_row["record_kind"] == "comparison":
-        result.votes = sync_comparison_votes(db, round_row)
+        result.votes = sync_comparison_votes(db, round_row, state)
     store.merge_round_settings(db, round_row["id"], {"activity_watermark": watermark})
     store.update_round(db, round_row["id"], last_pulled_at=datetime.now(timezone.utc), status="open")
     result.seconds = round(time.monotonic() - started, 4)
@@ -140,11 +141,19 @@ def _response_row(round_id: str, review_record_id: str, response: dict, users: d
             "responded_at": _parse_time(response.get("updated_at"))}
 
 
-def reconcile_round(db: Database, round_row: dict, rule: ReconcileRule) -> int:
-    """Write every record's final label by ``rule``; returns how many are human-reviewed."""
+def round_state(db: Database, round_row: dict) -> tuple[list[dict], dict[str, list[dict]]]:
+    """A round's records (with their source rows) and the stored responses per review record."""
+    return (store.round_records(db, round_row["id"], round_row["record_kind"]),
+            store.round_responses(db, round_row["id"]))
+
+
+def reconcile_round(db: Database, round_row: dict, rule: ReconcileRule,
+                    state: tuple[list[dict], dict[str, list[dict]]] | None = None) -> int:
+    """Write every record's final label by ``rule``; returns how many are human-reviewed. ``state``:
+    ``round_state``'s result when the caller has read it already."""
     kind = round_row["record_kind"]
-    records = store.round_records(db, round_row["id"], kind)
-    finals = reconcile(kind, records, store.round_responses(db, round_row["id"]), rule)
+    records, responses = state or round_state(db, round_row)
+    finals = reconcile(kind, records, responses, rule)
     changed = [f for f, r in zip(finals, records)       # only what moved: updates are the slow part
                if r["current_final"] is None or json.loads(r["current_final"]) != f["final_label"]
                or r["current_rule"] != rule.name]
@@ -152,25 +161,23 @@ def reconcile_round(db: Database, round_row: dict, rule: ReconcileRule) -> int:
     return sum(1 for f in finals if f["reviewed"])
 
 
-def sync_comparison_votes(db: Database, round_row: dict) -> int:
+def sync_comparison_votes(db: Database, round_row: dict,
+                          state: tuple[list[dict], dict[str, list[dict]]] | None = None) -> int:
     """Each submitted answer of a comparison round is one human vote (voter = the Argilla user) on that
     pair, stored as shown (slot A, slot B, the order); answers deleted or discarded since lose their vote."""
+    records, responses = state or round_state(db, round_row)
     votes = []
-    responses = store.round_responses(db, round_row["id"])
-    for record in store.round_records(db, round_row["id"], "comparison"):
+    for record in records:
         swapped = bool(record["order_swapped"])
-        model_a, model_b = record["chosen_model"], record["rejected_model"]
-        out_a, out_b = record["output_a_id"], record["output_b_id"]
-        if swapped:
-            model_a, model_b, out_a, out_b = model_b, model_a, out_b, out_a
+        model_a, model_b = as_shown(record, "chosen_model", "rejected_model")
+        out_a, out_b = as_shown(record, "output_a_id", "output_b_id")
         for response in responses.get(record["review_record_id"], []):
             label = vote_label("comparison", response["answer"], swapped)
             if response["status"] != "submitted" or label not in ("chosen", "rejected", "tie", "both_bad"):
                 continue
-            winner = label if label in ("tie", "both_bad") else "a" if (label == "chosen") != swapped else "b"
             votes.append(compare_store.VoteRow(
                 comparison_id=record["comparison_id"], prompt_id=record["prompt_id"], model_a=model_a,
-                model_b=model_b, winner=winner, voter_kind="human", voter=response["reviewer"], output_a_id=out_a,
-                output_b_id=out_b, order_swapped=swapped, rationale=(response["answer"] or {}).get("rationale"),
-                metadata={"source": "argilla"}))
+                model_b=model_b, winner=shown_slot(label, swapped), voter_kind="human", voter=response["reviewer"],
+                output_a_id=out_a, output_b_id=out_b, order_swapped=swapped,
+                rationale=(response["answer"] or {}).get("rationale"), metadata={"source": "argilla"}))
     return compare_store.replace_round_votes(db, round_row["id"], votes)

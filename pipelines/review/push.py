@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from pipelines.review.client import BULK_LIMIT, ArgillaClient, ArgillaNotFound, ArgillaUnavailable
-from pipelines.review.reconcile import PAIRED, ReconcileRule, reconcile_record
+from pipelines.review.reconcile import PAIRED, ReconcileRule, as_shown, reconcile_record, shown_slot
 from pipelines.review.dataset import DEFAULT_GUIDELINES, KINDS, agent_name, dataset_spec, ensure_dataset
 from storage import review as store
 from storage.db import Database
@@ -140,17 +140,18 @@ def argilla_record(kind: str, row: dict, question_ids: dict[str, str]) -> dict:
     agent = agent_name(row.get("judge_model"))
     score = row.get("confidence")
     score = None if score is None else min(max(float(score), 0.0), 1.0)
-    if kind == "comparison":
-        return _comparison_record(row, question_ids)
-    if kind == "preference":
-        swapped = bool(row["order_swapped"])
-        a, b = (row["rejected"], row["chosen"]) if swapped else (row["chosen"], row["rejected"])
-        ma, mb = (row["rejected_model"], row["chosen_model"]) if swapped else (row["chosen_model"], row["rejected_model"])
-        sa, sb = (row["rejected_score"], row["chosen_score"]) if swapped else (row["chosen_score"], row["rejected_score"])
-        swap = {True: "yes", False: "no"}.get(row.get("swap_agreement"), "n/a")
-        meta = {"model_a": ma, "model_b": mb, "judge_score": score, "swap_agreement": swap, "length_diff": len(a) - len(b)}
-        suggestions = [("preferred", "b" if swapped else "a"), ("rating_a", _rating(sa)), ("rating_b", _rating(sb))]
+    if kind in PAIRED:
+        a, b = as_shown(row, "chosen", "rejected")
+        ma, mb = as_shown(row, "chosen_model", "rejected_model")
         fields = {"prompt": prompt, "response_a": a, "response_b": b}
+        meta = {"model_a": ma, "model_b": mb, "length_diff": len(a) - len(b)}
+        if kind == "preference":
+            sa, sb = as_shown(row, "chosen_score", "rejected_score")
+            meta.update(judge_score=score, swap_agreement={True: "yes", False: "no"}.get(row.get("swap_agreement"), "n/a"))
+            suggestions = [("preferred", shown_slot("chosen", row["order_swapped"])), ("rating_a", _rating(sa)),
+                           ("rating_b", _rating(sb))]
+        else:  # a comparison pair: the latest judge vote on it, if any (model names are hidden metadata)
+            suggestions = [("preferred", shown_slot(row.get("judge_label"), row["order_swapped"]))]
     else:
         fields = {"prompt": prompt} if kind == "instruction" else {"prompt": prompt, "response": row["completion"]}
         meta = {"model": row.get("model"), "judge_score": score}
@@ -160,22 +161,6 @@ def argilla_record(kind: str, row: dict, question_ids: dict[str, str]) -> dict:
             "suggestions": [{"question_id": question_ids[name], "value": value, "agent": agent, "type": "model",
                              **({"score": score} if score is not None else {})}
                             for name, value in suggestions if value is not None]}
-
-
-def _comparison_record(row: dict, question_ids: dict[str, str]) -> dict:
-    """Two models' outputs in the record's random order, model names hidden from annotators; the latest
-    LLM judge vote on the pair (if any) as the suggestion."""
-    swapped = bool(row["order_swapped"])
-    a, b = (row["rejected"], row["chosen"]) if swapped else (row["chosen"], row["rejected"])
-    ma, mb = (row["rejected_model"], row["chosen_model"]) if swapped else (row["chosen_model"], row["rejected_model"])
-    judged = row.get("judge_label")
-    if judged in ("chosen", "rejected"):
-        judged = "a" if (judged == "chosen") != swapped else "b"
-    suggestions = [{"question_id": question_ids["preferred"], "value": judged, "agent": agent_name(row.get("judge_model")),
-                    "type": "model"}] if judged else []
-    return {"external_id": row["review_record_id"],
-            "fields": {"prompt": [{"role": "user", "content": row["prompt"]}], "response_a": a, "response_b": b},
-            "metadata": {"model_a": ma, "model_b": mb, "length_diff": len(a) - len(b)}, "suggestions": suggestions}
 
 
 def _rating(score) -> int | None:

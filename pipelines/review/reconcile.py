@@ -55,12 +55,25 @@ class ReconcileRule:
         return f"{self.rule}/{self.tie_policy}"
 
 
+def as_shown(record: dict, first: str, second: str) -> tuple:
+    """Two columns of a paired record (chosen side first) in the order reviewers see them: (A, B)."""
+    a, b = record[first], record[second]
+    return (b, a) if record.get("order_swapped") else (a, b)
+
+
+def shown_slot(label: str | None, order_swapped: bool | None) -> str | None:
+    """A pair-oriented label as reviewers see it: 'chosen'/'rejected' -> the slot 'a'/'b' through the
+    swap; 'tie', 'both_bad' and None stay as they are (the inverse of ``vote_label``)."""
+    if label in ("chosen", "rejected"):
+        return "a" if (label == "chosen") != bool(order_swapped) else "b"
+    return label
+
+
 def vote_label(kind: str, answer: dict, order_swapped: bool | None) -> str | None:
     """The pair-oriented label of one answer: preference 'a'/'b' -> 'chosen'/'rejected' through the swap."""
     value = (answer or {}).get(VERDICT_QUESTION[kind])
     if kind in PAIRED and value in ("a", "b"):
-        shown_chosen = "b" if order_swapped else "a"
-        return "chosen" if value == shown_chosen else "rejected"
+        return "chosen" if value == shown_slot("chosen", order_swapped) else "rejected"
     return value
 
 
