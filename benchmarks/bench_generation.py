@@ -52,7 +52,7 @@ def instructions(n: int, tag: str) -> list[str]:
 def studio_run(base_url: str, n: int, capacity: int, mode: str = "listwise") -> tuple[float, int, int]:
     """(seconds, pairs, LLM calls from the run's ledger) of one real pipeline run in a fresh STUDIO_HOME."""
     from pipelines.generate.config import GenerationConfig
-    from pipelines.generate.run import run_generation
+    from studio.services.generate import run_generation
     from studio.services.generate import get_run
     from studio.services.models import add_endpoint
 
@@ -88,8 +88,8 @@ def sequential_loop(base_url: str, n: int) -> tuple[float, int]:
     """What a plain script does: one call at a time with the openai client, same prompts."""
     import openai
 
-    from pipelines.generate.judge import JudgeConfig, LLMJudge
-    from pipelines.generate.judge_listwise import ListwiseJudge
+    from pipelines.judge.llm import JudgeConfig, LLMJudge
+    from pipelines.judge.listwise import ListwiseJudge
 
     client = openai.OpenAI(base_url=base_url, api_key="not-needed", max_retries=0)
     judge = ListwiseJudge(LLMJudge(backend=None, config=JudgeConfig(mode="listwise")))

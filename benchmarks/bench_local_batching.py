@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import _report  # noqa: E402
 from pipelines.llm.base import SamplingParams  # noqa: E402
 from pipelines.llm.transformers_local import TransformersBackend  # noqa: E402
-from studio import settings  # noqa: E402
+from core import settings  # noqa: E402
 
 TARGET_RATIO = 3.0
 PROMPTS = [

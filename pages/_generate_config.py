@@ -17,7 +17,7 @@ import yaml
 
 from pages._ui import attempt, flash
 from pages._widgets import choice
-from studio.errors import BadInput
+from core.errors import BadInput
 from studio.services import generate as gen_svc
 # The typed config the generate service takes, and the default prompt texts shown for editing.
 from studio.services.generate_form import (ASPECTS, DEFAULT_LISTWISE_TEMPLATE, DEFAULT_PAIRWISE_TEMPLATE,

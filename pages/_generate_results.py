@@ -15,7 +15,7 @@ import streamlit as st
 
 from pages._ui import attempt, human_count
 from pages._widgets import choice, pager, reasons_text, short
-from studio import settings
+from core import settings
 from studio.services import generate as gen_svc
 
 KINDS = {"preference": "Preference pairs", "sft": "SFT pairs"}

@@ -13,7 +13,7 @@ import streamlit as st
 
 from pages._ui import attempt, show_error
 from pages._widgets import choice, short
-from studio.errors import StudioError
+from core.errors import StudioError
 from studio.services import seeds as seeds_svc
 
 UPLOAD_TYPES = ["csv", "tsv", "jsonl", "ndjson", "json", "parquet"]

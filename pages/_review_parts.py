@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._widgets import short
-from studio.errors import StudioError
+from core.errors import StudioError
 from studio.services import review as review_svc
 
 KINDS = {"preference": "Preference pairs", "sft": "SFT pairs", "instruction": "Instructions",

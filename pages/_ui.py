@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from studio import jobs
-from studio.errors import NotFound, StudioError
+from core.errors import NotFound, StudioError
 
 JOB_POLL_S = 2.0
 # Material icons come with Streamlit's web font, so they render even where no emoji font is installed.

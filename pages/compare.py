@@ -15,7 +15,7 @@ from pages._compare_board import board_tab
 from pages._compare_new import new_tab
 from pages._compare_view import view_tab
 from pages._ui import render_tabs, show_error, show_flashes, watch_jobs
-from studio.errors import StudioError
+from core.errors import StudioError
 from studio.services import compare as compare_svc
 
 LIVE_REFRESH_S = 2.0

@@ -14,7 +14,7 @@ from pages._generate_results import results_tab
 from pages._generate_seeds import seeds_tab
 from pages._ui import attempt, flash, human_count, render_tabs, show_error, show_flashes, track_job, watch_jobs
 from pages._widgets import choice
-from studio.errors import StudioError
+from core.errors import StudioError
 from studio.services import generate as gen_svc
 from studio.services import models as models_svc
 from studio.services import seeds as seeds_svc

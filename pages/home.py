@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._ui import attempt, show_error, state_label, watch_jobs
-from studio.errors import StudioError
+from core.errors import StudioError
 from studio.services import demo as demo_service
 from studio.services import status as status_service
 

@@ -6,7 +6,7 @@ import streamlit as st
 
 from pages._ui import attempt, flash, human_count, show_error, show_flashes, track_job, watch_jobs
 from studio import jobs
-from studio.errors import StudioError
+from core.errors import StudioError
 from studio.services import models as svc
 
 EMBEDDED = "smollm2-135m-instruct"

@@ -12,7 +12,7 @@ import streamlit as st
 from pages._review_parts import agreement_view, disagreements_table, push_form, rounds_table
 from pages._ui import attempt, flash, show_error, show_flashes, track_job, watch_jobs
 from pages._widgets import choice
-from studio.errors import StudioError
+from core.errors import StudioError
 from studio.services import review as review_svc
 
 AUTO_PULL_S = 30.0

@@ -35,7 +35,7 @@ from typing import Iterator
 
 import duckdb
 
-from studio.errors import DatabaseBusy, StorageError
+from core.errors import DatabaseBusy, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ _registry_lock = threading.Lock()
 
 def get_database(path: Path | None = None, busy_timeout_s: float | None = None) -> Database:
     """The process-wide Database for a file (STUDIO_HOME's by default)."""
-    from studio import settings as settings_mod
+    from core import settings as settings_mod
 
     if path is None:
         cfg = settings_mod.current()

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 from storage.db import Database
 from storage.llm_log import ledger_totals
 from storage.pairs import PairFilter
-from studio.errors import BadInput
+from core.errors import BadInput
 
 RUN_COUNTS = """
 WITH ins AS (

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 from storage.db import Database
 from storage.ids import new_id
-from studio.errors import BadInput
+from core.errors import BadInput
 
 CACHE_COLUMNS = (
     "cache_key", "model", "request", "response_text", "finish_reason", "prompt_tokens",

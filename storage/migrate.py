@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from studio.errors import StorageError
+from core.errors import StorageError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")

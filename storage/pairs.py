@@ -91,7 +91,7 @@ def insert_preference_pairs(db: Database, rows: list[dict] | pa.Table) -> int:
 def list_preference_pairs(db: Database, filters: PairFilter = PairFilter(), limit: int = 50, offset: int = 0,
                           order: str = "newest") -> list[dict]:
     if order not in ORDERS:
-        from studio.errors import BadInput
+        from core.errors import BadInput
 
         raise BadInput(f"Unknown order {order!r}.", hint=f"Use one of: {', '.join(ORDERS)}.")
     params = {**filters.__dict__, "limit": int(limit), "offset": int(offset)}

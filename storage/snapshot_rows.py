@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from storage.ids import content_hash
 
 if TYPE_CHECKING:
-    from storage.snapshots import SnapshotSpec
+    from storage.snapshot_spec import SnapshotSpec
 
 CHARS_PER_TOKEN = 4  # rough estimate used when no tokenizer is given
 LENGTH_BIAS_WARN = 0.8  # chosen longer (or shorter) in more than this share of pairs: the model may learn length

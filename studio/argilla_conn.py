@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from studio import secrets, settings as settings_mod
-from studio.errors import ReviewError
+from core import secrets, settings as settings_mod
+from core.errors import ReviewError
 
 OWNER_USERNAME = "owner"
 OWNER_KEY_SECRET = "argilla_owner_api_key"
@@ -34,10 +34,7 @@ class ArgillaConnection:
 
 def embedded_url(cfg: settings_mod.Settings | None = None) -> str:
     """The URL of the embedded Argilla as a client on this machine reaches it."""
-    from studio.procs import client_host
-
-    cfg = cfg or settings_mod.current()
-    return f"http://{client_host(cfg.host)}:{cfg.argilla_port}"
+    return (cfg or settings_mod.current()).embedded_argilla_url
 
 
 def get_connection() -> ArgillaConnection:

@@ -20,11 +20,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from studio import procs, secrets
+from core import procs, secrets
 from studio.argilla_conn import OWNER_KEY_SECRET, OWNER_PASSWORD_SECRET, embedded_url
-from studio.errors import ServiceError
-from studio.procs import ServiceHandle
-from studio.settings import Settings
+from core.errors import ServiceError
+from core.procs import ServiceHandle
+from core.settings import Settings
+from studio.service_process import start_service_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARGILLA_VENV = REPO_ROOT / ".venv-argilla"
@@ -174,8 +175,6 @@ def explain_failure(log_tail: str, code: int | None, port: int | None = None, po
 
 def start_redis(settings: Settings) -> ServiceHandle:
     """Debian's redis-server on a private loopback port; its dump lives in services/redis."""
-    from studio.lifecycle import _start_process
-
     binary = shutil.which("redis-server")
     if not binary:
         raise ServiceError("Redis did not start: redis-server is not installed.", hint=SETUP_HINT)
@@ -184,19 +183,17 @@ def start_redis(settings: Settings) -> ServiceHandle:
     port = settings.redis_port
     cmd = [binary, "--port", str(port), "--bind", LOOPBACK, "--dir", str(folder), "--daemonize", "no",
            "--save", "60 1", "--appendonly", "no", "--protected-mode", "yes"]
-    return _start_process("redis", cmd, settings, port, "STUDIO_REDIS_PORT", redis_url(settings),
+    return start_service_process("redis", cmd, settings, port, "STUDIO_REDIS_PORT", redis_url(settings),
                           redis_url(settings), lambda tail, code: explain_failure(tail, code, port, "STUDIO_REDIS_PORT"),
                           START_TIMEOUT_S, label="Redis", cwd=folder, bind_host=LOOPBACK)
 
 
 def start_search(settings: Settings) -> ServiceHandle:
     """osmem-server, the in-memory OpenSearch-compatible engine, on a private loopback port."""
-    from studio.lifecycle import _start_process
-
     port = settings.search_port
     cmd = [str(osmem_binary()), "-addr", f"{LOOPBACK}:{port}", "-no-stdin-watch", "-no-ja"]
     url = search_url(settings)
-    return _start_process("search", cmd, settings, port, "STUDIO_SEARCH_PORT", url, url,
+    return start_service_process("search", cmd, settings, port, "STUDIO_SEARCH_PORT", url, url,
                           lambda tail, code: explain_failure(tail, code, port, "STUDIO_SEARCH_PORT"),
                           START_TIMEOUT_S, label=LABELS["search"], bind_host=LOOPBACK)
 
@@ -240,8 +237,6 @@ def _run_bootstrap(settings: Settings, cmd: list[str], env: dict[str, str], what
 
 def start_argilla_server(settings: Settings) -> ServiceHandle:
     """Check Redis and the search engine, prepare the database, then serve Argilla on STUDIO_HOST."""
-    from studio.lifecycle import _start_process
-
     _require_argilla_venv()
     require_redis(settings)
     engine = search_engine_kind(search_url(settings))
@@ -250,7 +245,7 @@ def start_argilla_server(settings: Settings) -> ServiceHandle:
     url = embedded_url(settings)
     cmd = [str(ARGILLA_PYTHON), "-P", str(SERVE), "start", "--host", settings.host, "--port", str(port),
            "--no-access-log"]
-    return _start_process("argilla", cmd, settings, port, "STUDIO_ARGILLA_PORT", url, f"{url}/api/v1/version",
+    return start_service_process("argilla", cmd, settings, port, "STUDIO_ARGILLA_PORT", url, f"{url}/api/v1/version",
                           lambda tail, code: explain_failure(tail, code, port, "STUDIO_ARGILLA_PORT"),
                           START_TIMEOUT_S, label=LABELS["argilla"], cwd=data_dir(settings),
                           env=argilla_env(settings, engine))
@@ -258,13 +253,11 @@ def start_argilla_server(settings: Settings) -> ServiceHandle:
 
 def start_argilla_worker(settings: Settings) -> ServiceHandle:
     """The rq worker that runs Argilla's background jobs (settings and distribution changes)."""
-    from studio.lifecycle import _start_process
-
     _require_argilla_venv()
     require_redis(settings)
     engine = "opensearch" if embedded_search(settings) else search_engine_kind(search_url(settings))
     cmd = [str(ARGILLA_PYTHON), "-P", str(SERVE), "worker", "--num-workers", "1"]
-    return _start_process("argilla_worker", cmd, settings, None, "", "", "",
+    return start_service_process("argilla_worker", cmd, settings, None, "", "", "",
                           lambda tail, code: explain_failure(tail, code), START_TIMEOUT_S,
                           label=LABELS["argilla_worker"], ready=lambda h: "Listening on" in h.log_tail(200),
                           cwd=data_dir(settings), env=argilla_env(settings, engine))

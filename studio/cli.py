@@ -11,7 +11,7 @@ import importlib
 import json
 import sys
 
-from studio.errors import BadInput, StudioError
+from core.errors import BadInput, StudioError
 
 # The command groups that live in their own modules (each has register(sub)), in `--help` order.
 SUB_CLIS = ("cli_seeds", "cli_generate", "cli_argilla", "cli_review", "cli_train", "cli_compare", "cli_demo")
@@ -85,15 +85,9 @@ def cmd_models(args) -> int:
         else:
             _table([m.to_dict() for m in records], ["name", "kind", "source", "parameters", "hf_path", "gguf_path"])
     elif args.action == "pull":
-        from studio.progress import ProgressReporter
+        from studio.runner import run_job
 
-        reporter = ProgressReporter(args.job_id)
-        try:
-            record = models.pull_model(args.name, progress=reporter)
-        except BaseException as exc:
-            reporter.finish("failed", str(exc))
-            raise
-        reporter.finish()
+        record = run_job(args.job_id, lambda reporter, stop: models.pull_model(args.name, progress=reporter)).value
         print(f"{record.name}: GGUF {record.gguf_path}\n{' ' * len(record.name)}  safetensors {record.hf_path}")
     elif args.action == "add":
         record = models.add_model(args.source, name=args.name)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from studio.cli_generate import StopFlag
-from studio.errors import BadInput
+from core.errors import BadInput
 
 EXIT = {"ready": 0, "partial": 1, "failed": 1, "stopped": 130}
 JOB_STATUS = {"ready": "succeeded", "stopped": "cancelled"}
@@ -22,20 +21,16 @@ def _print_json(data) -> None:
 
 
 def _run(comparison_id: str, job_id: str | None) -> int:
-    from studio.progress import ProgressReporter
+    from studio.runner import Outcome, run_job
     from studio.services import compare as service
 
-    reporter = ProgressReporter(job_id)
-    stop = StopFlag().install()
-    try:
-        result = service.run_comparison(comparison_id, progress=reporter.update, should_stop=stop)
-    except BaseException as exc:
-        reporter.finish("cancelled" if isinstance(exc, KeyboardInterrupt) else "failed", str(exc) or type(exc).__name__)
-        raise
-    finally:
-        stop.restore()
-    status = JOB_STATUS.get(result.status, "failed")
-    reporter.finish(status, None if status == "succeeded" else " ".join(result.messages) or result.status)
+    def outcome(result) -> Outcome:
+        status = JOB_STATUS.get(result.status, "failed")
+        return Outcome(status, None if status == "succeeded" else " ".join(result.messages) or result.status,
+                       EXIT.get(result.status, 1))
+
+    result = run_job(job_id, lambda reporter, stop: service.run_comparison(
+        comparison_id, progress=reporter.update, should_stop=stop), outcome).value
     o = result.outputs
     print(f"comparison {comparison_id}: {result.status}")
     print(f"  outputs  {o.generated} generated, {o.reused} reused from earlier comparisons, {o.already} already "

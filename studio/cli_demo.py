@@ -10,7 +10,7 @@ import json
 
 
 def cmd_demo(args) -> int:
-    from studio.progress import ProgressReporter
+    from studio.runner import run_job
     from studio.services import demo
 
     if args.detach:
@@ -21,13 +21,7 @@ def cmd_demo(args) -> int:
                                    ("train_prompts", args.train_prompts), ("heldout_prompts", args.heldout_prompts),
                                    ("max_steps", args.max_steps)) if v is not None}
     options = demo.DemoOptions.quick(**overrides) if args.quick else demo.DemoOptions(**overrides)
-    reporter = ProgressReporter(args.job_id)
-    try:
-        result = demo.run_demo(options, reporter)
-    except BaseException as exc:
-        reporter.finish("cancelled" if isinstance(exc, KeyboardInterrupt) else "failed", str(exc) or type(exc).__name__)
-        raise
-    reporter.finish("succeeded")
+    result = run_job(args.job_id, lambda reporter, stop: demo.run_demo(options, reporter)).value
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:

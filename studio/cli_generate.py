@@ -10,44 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
-from studio.errors import StudioError
+from core.errors import StudioError
 
 EXIT = {"succeeded": 0, "partial": 1, "failed": 1, "stopped": 130, "interrupted": 130}
 JOB_STATUS = {"succeeded": "succeeded", "stopped": "cancelled"}
-
-
-class StopFlag:
-    """``should_stop`` for run_generation: set by the first SIGINT/SIGTERM; a second SIGINT aborts."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous: dict[int, object] = {}
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nStopping after the current batch (Ctrl-C again to abort now)...", file=sys.stderr, flush=True)
-
-    def install(self) -> "StopFlag":
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread (e.g. called from a test's worker): no handlers
-                pass
-        return self
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
 
 
 def _print_summary(summary) -> None:
@@ -71,27 +40,28 @@ def _print_summary(summary) -> None:
 def cmd_generate(args) -> int:
     from pipelines.generate.config import GenerationConfig
 
-    config = GenerationConfig.from_yaml(Path(args.config))
+    if not args.config and not args.run_id:
+        from core.errors import BadInput
+
+        raise BadInput("No generation config given.", hint="Give a YAML config (see examples/generate.yaml), or "
+                       "--run-id RUN to run a stored run again.")
+    config = GenerationConfig.from_yaml(Path(args.config)) if args.config else None
     return _run(config, args.run_id, args.job_id)
 
 
 def _run(config, run_id: str | None, job_id: str | None) -> int:
-    from pipelines.generate.run import run_generation
-    from studio.progress import ProgressReporter
+    from studio.runner import Outcome, run_job
+    from studio.services import generate as service
 
-    reporter = ProgressReporter(job_id)
-    stop = StopFlag().install()
-    try:
-        summary = run_generation(config, run_id=run_id, job_id=job_id, progress=reporter, should_stop=stop)
-    except BaseException as exc:
-        reporter.finish("cancelled" if isinstance(exc, KeyboardInterrupt) else "failed", str(exc) or type(exc).__name__)
-        raise
-    finally:
-        stop.restore()
-    status = JOB_STATUS.get(summary.status, "failed")
-    reporter.finish(status, None if status == "succeeded" else summary.message)
-    _print_summary(summary)
-    return EXIT.get(summary.status, 1)
+    def outcome(summary) -> Outcome:
+        status = JOB_STATUS.get(summary.status, "failed")
+        return Outcome(status, None if status == "succeeded" else summary.message, EXIT.get(summary.status, 1))
+
+    done = run_job(job_id, lambda reporter, stop: service.run_generation(
+        config, run_id=run_id, job_id=job_id, progress=reporter, should_stop=stop), outcome,
+        stop_notice="Stopping after the current batch")
+    _print_summary(done.value)
+    return done.outcome.exit_code
 
 
 def cmd_generations(args) -> int:
@@ -117,15 +87,12 @@ def cmd_generations(args) -> int:
             started = service.resume_generation(args.run)
             print(f"resuming {started.run_id} in the background (job {started.job_id})")
             return 0
-        from pipelines.generate.config import GenerationConfig
-
         detail = service.get_run(args.run)
         if detail.summary.status in ("queued", "running"):
-            from studio.errors import BadInput
+            from core.errors import BadInput
 
             raise BadInput(f"The run {args.run} is still {detail.summary.status}.", hint="Wait for it, or stop it first.")
-        config = detail.config or GenerationConfig.from_yaml(detail.config_yaml)
-        return _run(config, args.run, args.job_id)
+        return _run(None, args.run, args.job_id)
     elif args.action == "stop":
         summary = service.stop_generation(args.run)
         print(f"{summary.run_id}: stop requested ({summary.status})")
@@ -172,7 +139,8 @@ def register(sub) -> None:
 
     gen = sub.add_parser("generate", help="run a generation config: seeds -> instructions -> responses -> "
                                           "judge -> pairs (same --run-id resumes)")
-    gen.add_argument("config", help="a YAML config (see examples/generate.yaml)")
+    gen.add_argument("config", nargs="?", help="a YAML config (see examples/generate.yaml); without it, "
+                     "--run-id runs that run's stored config")
     gen.add_argument("--run-id", help="the run to create, or to resume when it exists")
     gen.set_defaults(func=cmd_generate)
 

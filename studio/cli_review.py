@@ -9,24 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from studio.errors import BadInput
-
-
-def _reporter(job_id: str | None):
-    from studio.progress import ProgressReporter
-
-    return ProgressReporter(job_id)
+from core.errors import BadInput
 
 
 def _run_reported(job_id: str | None, action):
-    reporter = _reporter(job_id)
-    try:
-        result = action(reporter.update)
-    except BaseException as exc:
-        reporter.finish("cancelled" if isinstance(exc, KeyboardInterrupt) else "failed", str(exc) or type(exc).__name__)
-        raise
-    reporter.finish()
-    return result
+    from studio.runner import run_job
+
+    return run_job(job_id, lambda reporter, stop: action(reporter.update)).value
 
 
 def _guidelines(args) -> str | None:

@@ -27,18 +27,13 @@ def _short(value, width: int = CELL_CHARS) -> str:
 
 
 def cmd_import(args) -> int:
-    from studio.progress import ProgressReporter
+    from studio.runner import run_job
     from studio.services import seeds
     from pipelines.generate.seeds_io import ColumnMapping
 
     mapping = ColumnMapping(text=args.text, reference=args.reference, metadata=tuple(args.metadata or ()))
-    reporter = ProgressReporter(getattr(args, "job_id", None))
-    try:
-        summary = seeds.import_seeds(args.file, mapping, name=args.name, fmt=args.format, progress=reporter)
-    except BaseException as exc:
-        reporter.finish("failed", str(exc))
-        raise
-    reporter.finish()
+    summary = run_job(getattr(args, "job_id", None), lambda reporter, stop: seeds.import_seeds(
+        args.file, mapping, name=args.name, fmt=args.format, progress=reporter)).value
     where = f"seed set {summary.seed_set_id}" if summary.seed_set_id else "no seed set"
     print(f"imported {summary.imported:,} seeds into {summary.name!r} ({where})")
     if summary.duplicates:

@@ -36,7 +36,7 @@ def cmd_train(args) -> int:
         run = training.execute_run(args.run, args.job_id)
     else:
         if not args.spec:
-            from studio.errors import BadInput
+            from core.errors import BadInput
 
             raise BadInput("No run spec given.", hint="Use `python -m studio train RUN.yaml` (see examples/train.yaml).")
         from pipelines.train.spec import RunSpec

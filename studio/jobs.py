@@ -2,7 +2,8 @@
 
 A job is ``python -m studio --job-id ID <command ...>`` started as its own process (new session,
 output to ``STUDIO_HOME/logs/jobs/ID.log``). The process reports progress through
-``studio.progress.ProgressReporter``, which writes the one event format to the ``jobs`` table; pages
+``core.progress.ProgressReporter`` with a :class:`JobSink` (``reporter(job_id)``), which writes the one
+event format to the ``jobs`` table; pages
 poll ``get_job`` in a fragment, so a page reload keeps showing it. A job whose process is gone
 while its row still says running is reconciled to failed on the next read: never "running" forever.
 """
@@ -16,15 +17,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typing import Any
+
+from core import settings as settings_mod
+from core.errors import NotFound
+from core.procs import pid_alive
+from core.progress import ProgressReporter
 from storage import jobs as job_store
 from storage.db import get_database
 from storage.ids import new_id
 from storage.jobs import JobInfo
-from studio import settings as settings_mod
-from studio.errors import NotFound
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-__all__ = ["JobInfo", "start_job", "get_job", "list_jobs", "cancel_job", "job_log_path"]
+__all__ = ["JobInfo", "JobSink", "reporter", "start_job", "get_job", "list_jobs", "cancel_job", "job_log_path"]
 
 
 def job_log_path(job_id: str) -> Path:
@@ -50,24 +55,30 @@ def start_job(kind: str, argv: list[str], name: str) -> str:
     return job_id
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is not alive
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+class JobSink:
+    """Progress events into a job's row: the process that runs the job marks it started, updates
+    its progress and finishes it."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+
+    def started(self) -> None:
+        job_store.mark_started(get_database(), self.job_id, os.getpid(), socket.gethostname())
+
+    def update(self, event: dict[str, Any]) -> None:
+        job_store.update_progress(get_database(), self.job_id, event)
+
+    def finished(self, status: str, error: str | None) -> None:
+        job_store.mark_finished(get_database(), self.job_id, status, error)
+
+
+def reporter(job_id: str | None = None, show_bar: bool | None = None) -> ProgressReporter:
+    """The progress reporter of this process: a terminal bar, plus the job's row when it runs as a job."""
+    return ProgressReporter(JobSink(job_id) if job_id else None, show_bar)
 
 
 def _reconcile(job: JobInfo) -> JobInfo:
-    if job.active and job.pid and job.host == socket.gethostname() and not _alive(job.pid):
+    if job.active and job.pid and job.host == socket.gethostname() and not pid_alive(job.pid):
         tail = _log_tail(job.id)
         error = "The job's process ended without reporting a result (killed or crashed)."
         if tail:
@@ -98,7 +109,7 @@ def list_jobs(kind: str | None = None, active_only: bool = False) -> list[JobInf
 
 def cancel_job(job_id: str) -> JobInfo:
     job = get_job(job_id)
-    if job.active and job.pid and _alive(job.pid):
+    if job.active and job.pid and pid_alive(job.pid):
         try:
             os.killpg(job.pid, signal.SIGTERM)
         except ProcessLookupError:

@@ -9,27 +9,24 @@ errors. ``up`` runs the supervisor in the foreground (Ctrl-C stops everything) o
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from studio import argilla_embedded, procs
-from studio.procs import ServiceHandle, read_state, update_state
-from studio.errors import NotFound, ServiceError
-from studio.settings import Settings, current
+from core import procs
+from studio import argilla_embedded
+from core.procs import ServiceHandle, read_state, update_state
+from core.errors import NotFound, ServiceError
+from core.settings import EMBEDDED_MODEL, Settings, current
+from studio.service_process import START_TIMEOUT_S, REPO_ROOT, child_env, start_service_process
 from studio.supervisor import Supervisor, already_running_error, running_supervisor, supervisor_path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_SCRIPT = REPO_ROOT / "studio" / "app.py"
-EMBEDDED_MODEL = "smollm2-135m-instruct"
 SERVICES = (*argilla_embedded.PARTS, "llm", "app")  # in start order
-START_TIMEOUT_S = 60.0
 _DETACHED: list[subprocess.Popen] = []  # detached supervisors this process started (reaped in down)
 
 
@@ -41,57 +38,6 @@ class ServiceHealth:
     pid: int | None
     detail: str
     restarts: int = 0
-
-
-# -- starting one service ----------------------------------------------------------------------
-def _child_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    env["STUDIO_HOME"] = str(settings.home)
-    env["STUDIO_CACHE"] = str(settings.cache_dir)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
-def _start_process(name: str, cmd: list[str], settings: Settings, port: int | None, port_env: str,
-                   url: str, health_url: str, explain: Callable[[str, int], str],
-                   timeout_s: float = START_TIMEOUT_S, *, label: str | None = None,
-                   ready: Callable[[ServiceHandle], bool] | None = None, cwd: Path | None = None,
-                   env: dict[str, str] | None = None, bind_host: str | None = None) -> ServiceHandle:
-    """Spawn ``cmd`` with its output in ``logs/<name>.log`` and wait until it is ready
-    (``ready(handle)``, by default ``health_url`` answering; see ``procs.probe``)."""
-    host = bind_host or settings.host
-    if port is not None and procs.port_in_use(host, port):
-        if label:
-            raise ServiceError(f"{label} did not start: port {port} on {host} is in use.",
-                               hint=f"Stop the program using it or set {port_env} to a free port.")
-        raise ServiceError(f"Port {port} on {host} is in use, so the {name} server cannot start.",
-                           hint=f"Stop the program using it or set {port_env} to a free port.")
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.logs_dir / f"{name}.log"
-    with open(log_path, "ab") as log:
-        offset = log.tell()
-        log.write(f"=== {datetime.now().isoformat()} starting: {' '.join(cmd)}\n".encode())
-        log.flush()
-        process = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd or REPO_ROOT,
-            env=env or _child_env(settings), start_new_session=True, preexec_fn=procs.die_with_parent,
-        )
-    handle = ServiceHandle(name, process, url, health_url, port or 0, log_path, offset)
-    is_ready = ready or (lambda h: procs.probe(h.health_url, 1.0))
-    what = label or f"The {name} server"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not handle.alive():
-            raise ServiceError(f"{what} did not start: {explain(handle.log_tail(60), process.returncode)}",
-                               hint=f"The full log is {log_path}.")
-        if is_ready(handle):
-            return handle
-        time.sleep(0.25)
-    handle.stop()
-    target = f" {health_url}" if health_url else ""
-    raise ServiceError(f"{what} did not become ready{target} within {timeout_s:.0f} s.",
-                       hint=f"See {log_path}; a slow disk or a busy machine may need another try.")
 
 
 _LLAMA_ERROR = re.compile(r"(gguf_init\w*|llama_model_load\w*|llama_model_loader|error loading model|"
@@ -118,11 +64,11 @@ def explain_app_failure(log_tail: str, code: int | None, port: int | None = None
 
 
 def llm_url(settings: Settings) -> str:
-    return f"http://{procs.client_host(settings.host)}:{settings.llm_port}/v1"
+    return settings.llm_url
 
 
 def app_url(settings: Settings) -> str:
-    return f"http://{procs.client_host(settings.host)}:{settings.app_port}"
+    return settings.app_url
 
 
 def _embedded_gguf() -> Path:
@@ -148,7 +94,7 @@ def start_llm_server(settings: Settings, gguf_path: Path | None = None,
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf.resolve()), "--host", settings.host,
            "--port", str(port), "--n_ctx", "2048", "--model_alias", EMBEDDED_MODEL]
     url = llm_url(settings)
-    return _start_process("llm", cmd, settings, port, "STUDIO_LLM_PORT", url, f"{url}/models",
+    return start_service_process("llm", cmd, settings, port, "STUDIO_LLM_PORT", url, f"{url}/models",
                           lambda tail, code: explain_llm_failure(tail, code, port), timeout_s)
 
 
@@ -160,7 +106,7 @@ def start_app(settings: Settings, timeout_s: float = START_TIMEOUT_S) -> Service
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT), "--server.address", settings.host,
            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     url = app_url(settings)
-    return _start_process("app", cmd, settings, port, "STUDIO_APP_PORT", url, f"{url}/_stcore/health",
+    return start_service_process("app", cmd, settings, port, "STUDIO_APP_PORT", url, f"{url}/_stcore/health",
                           lambda tail, code: explain_app_failure(tail, code, port), timeout_s)
 
 
@@ -244,7 +190,7 @@ def _start_detached(settings: Settings, wanted: list[str], progress: Callable[[s
     with open(log_path, "ab") as log:
         offset = log.tell()
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=_child_env(settings),
+                                stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=child_env(settings),
                                 start_new_session=True)
     _DETACHED.append(proc)
     deadline = time.monotonic() + START_TIMEOUT_S * len(wanted) + argilla_embedded.BOOTSTRAP_TIMEOUT_S

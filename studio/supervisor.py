@@ -20,10 +20,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from studio import procs
-from studio.errors import ServiceError
-from studio.procs import ServiceHandle, update_state
-from studio.settings import Settings
+from core import procs
+from core.errors import ServiceError
+from core.procs import ServiceHandle, update_state
+from core.settings import Settings
 
 POLL_S = 2.0
 FAST_CRASH_S = 30.0     # a crash sooner than this after a start counts as a fast crash
@@ -110,15 +110,12 @@ class Supervisor:
         self.stopping.set()
 
     def run(self) -> None:
-        from studio.argilla_conn import embedded_url
-        from studio.lifecycle import app_url, llm_url
-
         names = [m.name for m in self.services]
         info = {"pid": os.getpid(), "pid_start_time": procs.process_start_time(os.getpid()),
                 "started_at": datetime.now().astimezone().isoformat(), "services": names,
-                "app_url": app_url(self.settings) if "app" in names else None,
-                "llm_url": llm_url(self.settings) if "llm" in names else None,
-                "argilla_url": embedded_url(self.settings) if "argilla" in names else None}
+                "app_url": self.settings.app_url if "app" in names else None,
+                "llm_url": self.settings.llm_url if "llm" in names else None,
+                "argilla_url": self.settings.embedded_argilla_url if "argilla" in names else None}
         _claim(self.settings, info)
         try:
             self._install_signals()

@@ -10,12 +10,13 @@ import socket
 import httpx
 import pytest
 
-from studio import argilla_embedded, lifecycle, procs
+from core import procs
+from studio import argilla_embedded, lifecycle
 from studio.argilla_conn import get_connection
 from studio.cli import main as cli_main
-from studio.errors import BadInput, ReviewError, ServiceError, StorageError
+from core.errors import BadInput, ReviewError, ServiceError, StorageError
 from studio.services import argilla_admin
-from studio.settings import current
+from core.settings import current
 from tests.fixtures.core import free_port, wait_for
 
 

@@ -13,7 +13,7 @@ import pytest
 from pipelines.compare.spec import ComparisonSpec
 from storage import compare as store
 from storage.db import get_database
-from studio.errors import BadInput, NotFound
+from core.errors import BadInput, NotFound
 from studio.services import compare as svc
 from studio.services import models as models_svc
 

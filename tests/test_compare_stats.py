@@ -11,7 +11,7 @@ from pipelines.compare import stats
 from pipelines.compare.diff import to_html, word_diff
 from pipelines.compare.leakage import check_leakage
 from pipelines.compare.metrics import bleu, macro_f1, rouge_l
-from studio.errors import BadInput
+from core.errors import BadInput
 
 
 def table(*votes: tuple[str, str, str]) -> stats.VoteTable:

@@ -20,7 +20,7 @@ WRITER = textwrap.dedent("""
     import sys, time
     from storage import pairs
     from storage.db import get_database
-    from studio.progress import ProgressReporter
+    from studio.jobs import reporter as job_reporter
     from storage.ids import new_id
     from storage import jobs
 
@@ -28,7 +28,7 @@ WRITER = textwrap.dedent("""
     db = get_database()
     job_id = new_id("job")
     jobs.insert_job(db, job_id, "generation", "concurrency test writer", {})
-    reporter = ProgressReporter(job_id, show_bar=False)
+    reporter = job_reporter(job_id, show_bar=False)
     for b in range(batches):
         rows = [{"prompt": f"b{b}-{i}", "chosen": "good", "rejected": "bad", "run_id": "writer"} for i in range(size)]
         pairs.insert_preference_pairs(db, rows)

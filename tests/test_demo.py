@@ -12,7 +12,7 @@ from storage import compare as compare_store
 from storage import training as run_store
 from storage.db import get_database
 from studio import cli
-from studio.errors import BadInput
+from core.errors import BadInput
 from studio.services import demo
 from studio.services import generate as generate_svc
 from studio.services import models as models_svc

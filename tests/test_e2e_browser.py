@@ -23,7 +23,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from studio import lifecycle, settings
+from core import settings
+from studio import lifecycle
 from studio.services import compare as compare_svc
 from studio.services import generate as gen_svc
 from studio.services import models as models_svc

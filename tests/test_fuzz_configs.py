@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import tests.fixtures.fuzz  # noqa: F401  (the hypothesis profiles)
 from pipelines.generate.config import GenerationConfig
 from storage.db import get_database
-from studio.errors import StudioError
+from core.errors import StudioError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "generate.yaml").read_text())
@@ -186,7 +186,7 @@ def _studio_error_or_ok(call, *args, **kwargs):
 @given(name=TEXT, base_url=TEXT, model=TEXT, api_key_env=st.none() | TEXT, api_key=st.none() | TEXT,
        concurrency=FORM_NUMBER, timeout_s=FORM_NUMBER, max_retries=FORM_NUMBER)
 def test_endpoint_form(home, name, base_url, model, api_key_env, api_key, concurrency, timeout_s, max_retries):
-    from studio.secrets import read_secret
+    from core.secrets import read_secret
     from studio.services import models
 
     record = _studio_error_or_ok(models.add_endpoint, name, base_url, model, api_key_env=api_key_env,

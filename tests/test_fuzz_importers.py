@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import tests.fixtures.fuzz  # noqa: F401  (the hypothesis profiles)
 from pipelines.generate.seeds_io import ColumnMapping
 from storage.db import get_database
-from studio.errors import StudioError
+from core.errors import StudioError
 from studio.services import seeds as seeds_svc
 
 SUFFIXES = [".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".txt"]

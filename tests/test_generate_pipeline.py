@@ -11,8 +11,8 @@ import threading
 import pytest
 
 from pipelines.generate import templates as tpl
-from pipelines.generate.judge import REPAIR_SEPARATOR
-from pipelines.generate.run import run_generation
+from pipelines.judge.llm import REPAIR_SEPARATOR
+from studio.services.generate import run_generation
 from studio.services import generate as service
 from tests.generate_script import (NO_TASKS, UNJUDGEABLE, assert_consistent, fake_endpoint, make_config, rows,
                                    scripted_reply)
@@ -214,7 +214,7 @@ def test_local_transformers_generator(db, fake_endpoint, tiny_model_dir):
 
 
 def test_real_embedded_llama_server_end_to_end(db, llama_server):
-    from studio.lifecycle import EMBEDDED_MODEL
+    from core.settings import EMBEDDED_MODEL
     from studio.services.models import add_endpoint
 
     add_endpoint("llama", llama_server.url, EMBEDDED_MODEL, concurrency=1, timeout_s=120, max_retries=1)

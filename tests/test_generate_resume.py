@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from pipelines.generate.run import run_generation
+from studio.services.generate import run_generation
 from storage import generation as store
-from studio.errors import BadInput
+from core.errors import BadInput
 from studio.services import generate as service
 from tests.fixtures.core import REPO_ROOT
 from tests.generate_script import assert_consistent, fake_endpoint, make_config, rows, scripted_reply

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from pipelines.generate.config import GenerationConfig, field_help
-from pipelines.generate.run import run_generation
+from studio.services.generate import run_generation
 from studio import jobs
 from studio.cli_generate import main as cli
-from studio.errors import BadInput, NotFound
+from core.errors import BadInput, NotFound
 from studio.services import generate as service
 from tests.fixtures.core import REPO_ROOT
 from tests.generate_script import BASE_CONFIG, fake_endpoint, make_config, merged, scripted_reply
@@ -111,8 +111,11 @@ def _wait_run(run_id: str, until, timeout: float = 60.0):
 
 def test_a_background_run_is_killed_reconciled_and_resumed(db, fake_endpoint):
     fake_endpoint.configure(reply=scripted_reply, latency_s=0.3)
-    started = service.start_generation(make_config())
-    assert service.config_path(started.run_id).is_file()
+    config = make_config()
+    started = service.start_generation(config)
+    # the config is stored once, in the run's row; the job runs that stored config
+    assert service.stored_config(started.run_id).to_dict() == config.to_dict()
+    assert jobs.get_job(started.job_id).spec["argv"] == ["generate", "--run-id", started.run_id]
     detail = _wait_run(started.run_id, lambda d: d.summary.counts.get("responses", 0) >= 1)
     assert detail.summary.status == "running" and detail.progress.get("run_id") == started.run_id
     os.killpg(jobs.get_job(started.job_id).pid, signal.SIGKILL)

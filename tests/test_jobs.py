@@ -9,8 +9,9 @@ import time
 import pytest
 
 from studio import jobs
-from studio.errors import NotFound
-from studio.progress import ProgressReporter
+from core.errors import NotFound
+from core import procs
+from studio.jobs import reporter as job_reporter
 from storage import jobs as job_store
 from storage.db import get_database
 from storage.ids import new_id
@@ -30,7 +31,7 @@ def test_progress_events_carry_counts_and_eta(studio_home):
     db = get_database()
     job_id = new_id("job")
     job_store.insert_job(db, job_id, "generation", "unit", {})
-    reporter = ProgressReporter(job_id, show_bar=False)
+    reporter = job_reporter(job_id, show_bar=False)
     reporter.update(stage="responses", done=0, total=10, unit="response", tokens=0)
     time.sleep(0.05)
     reporter.update(done=5, tokens=1200, cost_usd=0.01)
@@ -60,9 +61,9 @@ def test_cancel_stops_the_process(studio_home):
     job = _wait(job_id, lambda j: j.status == "running")
     assert jobs.cancel_job(job_id).status == "cancelled"
     deadline = time.monotonic() + 20
-    while jobs._alive(job.pid) and time.monotonic() < deadline:
+    while procs.pid_alive(job.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not jobs._alive(job.pid)
+    assert not procs.pid_alive(job.pid)
 
 
 def test_unknown_job(studio_home):

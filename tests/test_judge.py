@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
-from pipelines.generate.judge import (ASPECTS, REPAIR_SEPARATOR, JudgeConfig, LLMJudge, choose_pair,
+from pipelines.judge.llm import (ASPECTS, REPAIR_SEPARATOR, JudgeConfig, LLMJudge, choose_pair,
                                       combine_orders, pair_confidence, render)
 from pipelines.llm.openai_compat import OpenAICompatibleBackend
-from studio.errors import BadInput
+from core.errors import BadInput
 
 GOOD = '{"helpfulness": 4, "honesty": 5, "instruction_following": 3, "truthfulness": 4, "rationale": "solid"}'
 
@@ -283,7 +283,7 @@ def test_combine_orders():
 
 # -- the real embedded model ------------------------------------------------------------------------------------
 def test_real_llama_server_judges_two_items(llama_server):
-    from studio.lifecycle import EMBEDDED_MODEL
+    from core.settings import EMBEDDED_MODEL
 
     backend = OpenAICompatibleBackend(llama_server.url, EMBEDDED_MODEL, concurrency=1, timeout_s=120, max_retries=1)
     judge = LLMJudge(backend, JudgeConfig(max_tokens=64))

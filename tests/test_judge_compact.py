@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.generate.judge import REPAIR_SEPARATOR, JudgeConfig, LLMJudge
-from pipelines.generate.judge_listwise import ListwiseItem, ListwiseJudge
-from pipelines.generate.judge_compact import parse_digit, parse_digits, parse_letter
-from pipelines.generate.judge_parse import JudgeParseError
+from pipelines.judge.llm import REPAIR_SEPARATOR, JudgeConfig, LLMJudge
+from pipelines.judge.listwise import ListwiseItem, ListwiseJudge
+from pipelines.judge.compact import parse_digit, parse_digits, parse_letter
+from pipelines.judge.parse import JudgeParseError
 from tests.test_judge import backend_for, run
 
 DATA = Path(__file__).parent / "data" / "judge_outputs"

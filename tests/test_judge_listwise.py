@@ -9,10 +9,10 @@ import re
 import pytest
 
 from pipelines.generate.config import GenerationConfig
-from pipelines.generate.judge import REPAIR_SEPARATOR, JudgeConfig, LLMJudge
-from pipelines.generate.judge_listwise import ListwiseItem, ListwiseJudge, shuffled_order, swap_agreement
-from pipelines.generate.judge_parse import JudgeParseError, parse_listwise
-from studio.errors import BadInput
+from pipelines.judge.llm import REPAIR_SEPARATOR, JudgeConfig, LLMJudge
+from pipelines.judge.listwise import ListwiseItem, ListwiseJudge, shuffled_order, swap_agreement
+from pipelines.judge.parse import JudgeParseError, parse_listwise
+from core.errors import BadInput
 from tests.test_judge import Script, backend_for, run
 
 ASPECTS2 = ("helpfulness", "honesty")

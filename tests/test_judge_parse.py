@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.generate.judge import ASPECTS
-from pipelines.generate.judge_parse import (JudgeParseError, json_objects, parse_label, parse_pairwise,
+from pipelines.judge.llm import ASPECTS
+from pipelines.judge.parse import (JudgeParseError, json_objects, parse_label, parse_pairwise,
                                             parse_pointwise, parse_score)
 
 DATA = Path(__file__).parent / "data" / "judge_outputs"

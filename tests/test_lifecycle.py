@@ -14,8 +14,9 @@ import openai
 import pytest
 
 from pipelines.llm.base import SamplingParams
-from studio import lifecycle, procs, supervisor
-from studio.errors import ServiceError, StorageError
+from core import procs
+from studio import lifecycle, supervisor
+from core.errors import ServiceError, StorageError
 from studio.services import models as svc
 from tests.fixtures.core import REPO_ROOT, free_port, wait_for
 from tests.fixtures.models import llm_settings

@@ -11,7 +11,7 @@ import pytest
 from pipelines.models.inspect import inspect_folder, inspect_gguf, safetensors_parameters
 from pipelines.models.pull import DEFAULT_MODEL, pull, spec_for
 from storage import registry
-from studio.errors import BadInput, ModelLoadError, NotFound, StudioError
+from core.errors import BadInput, ModelLoadError, NotFound, StudioError
 from studio.services import models as svc
 from tests.fixtures.models import cache_dir, link_pulled_into_home
 
@@ -197,7 +197,7 @@ def test_empty_prompt(db, tiny_model_dir):
 
 # -- endpoints --------------------------------------------------------------------------------
 def test_endpoint_key_goes_to_secrets_not_duckdb(db, studio_home):
-    from studio.secrets import read_secret
+    from core.secrets import read_secret
 
     key = "sk-test-" + "q7" * 16
     record = svc.add_endpoint("acme", "https://api.acme.test/v1/", "acme-large", api_key=key, concurrency=4)

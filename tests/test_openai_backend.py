@@ -20,8 +20,8 @@ from pipelines.llm.retry import retry_after_s as _retry_after_s
 from pipelines.llm.pricing import PriceTable
 from storage import llm_log
 from storage.registry import EndpointRecord, insert_endpoint, set_price
-from studio import secrets
-from studio.errors import (AuthenticationFailed, BackendError, BackendTimeout, BadInput, BadResponse,
+from core import secrets
+from core.errors import (AuthenticationFailed, BackendError, BackendTimeout, BadInput, BadResponse,
                            EndpointUnreachable, RateLimited)
 from tests.fixtures.core import REPO_ROOT, free_port
 

@@ -15,7 +15,7 @@ from pipelines.generate.preprocess import (
     preprocess,
 )
 from pipelines.generate.normalize import normalize_text
-from studio.errors import BadInput
+from core.errors import BadInput
 
 OFF = dict(normalize_whitespace=False, strip_emoji=False, dedup_exact=False, dedup_near=False, scrub_pii=False)
 

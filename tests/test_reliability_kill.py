@@ -26,6 +26,7 @@ import pytest
 from storage import jobs as job_store
 from storage import review as review_store
 from storage.db import get_database
+from core import procs
 from studio import jobs
 from studio.services import generate as gen_service
 from tests.fixtures.core import REPO_ROOT
@@ -92,7 +93,7 @@ def test_kill_9_of_the_app_and_its_generation_job_then_resume(db, fake_endpoint,
     before = {t: _count(db, t, run_id) for t in ("instructions", "responses", "judgments")}
     requests_before = fake_endpoint.stats.requests
     # Restarted: what the app shows is true to what happened, with the way forward.
-    _wait(lambda: not jobs._alive(job_pid), "the killed job to be gone", timeout=10)
+    _wait(lambda: not procs.pid_alive(job_pid), "the killed job to be gone", timeout=10)
     detail = gen_service.get_run(run_id)
     assert detail.summary.status == "interrupted", detail.summary
     assert "Nothing stored is lost" in detail.summary.message and "resume" in detail.summary.message

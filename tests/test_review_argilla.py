@@ -18,7 +18,7 @@ from pipelines.review.pull import pull_round
 from pipelines.review.push import PushRequest, push_records
 from storage import review as store
 from storage.pairs import insert_preference_pairs
-from studio.errors import ReviewError
+from core.errors import ReviewError
 from studio.services import review
 
 

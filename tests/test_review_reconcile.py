@@ -18,7 +18,7 @@ from pipelines.review.agreement import compute_agreement, krippendorff_alpha
 from pipelines.review.dataset import agent_name, dataset_spec
 from pipelines.review.push import PushRequest
 from pipelines.review.reconcile import ReconcileRule, reconcile, vote_label
-from studio.errors import BadInput
+from core.errors import BadInput
 
 
 def _record(n: int, conf: float, swapped: bool = False, chosen_model: str = "m1") -> dict:

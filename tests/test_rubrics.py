@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from pipelines.generate.rubrics import (RubricJudge, RubricResult, get_rubric, last_number, list_rubrics,
+from pipelines.judge.rubrics import (RubricJudge, RubricResult, get_rubric, last_number, list_rubrics,
                                         normalize_answer, register_rubric, token_f1)
-from studio.errors import BadInput, NotFound
+from core.errors import BadInput, NotFound
 
 
 def judge(name: str, response: str, reference: str | None = None, instruction: str = "q", **params):
@@ -189,7 +189,7 @@ def plugin_module(tmp_path, monkeypatch):
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "checks.py").write_text(textwrap.dedent('''
-        from pipelines.generate.rubrics import RubricResult, register_rubric
+        from pipelines.judge.rubrics import RubricResult, register_rubric
 
         def polite(instruction, response, reference, *, word="please", strict=False):
             """Says the magic word."""

@@ -8,8 +8,8 @@ import tomllib
 
 import pytest
 
-from studio import secrets
-from studio.errors import BadInput, StorageError
+from core import secrets
+from core.errors import BadInput, StorageError
 
 
 def test_save_read_delete_round_trip(studio_home):

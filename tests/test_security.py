@@ -18,10 +18,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipelines.generate.run import run_generation
+from studio.services.generate import run_generation
 from studio import jobs
-from studio.errors import BadInput, StudioError
-from studio.paths import plain_name, safe_child
+from core.errors import BadInput, NotFound, StudioError
+from core.paths import plain_name, safe_child
 from studio.services import generate as gen_svc
 from studio.services import models as models_svc
 from studio.services import seeds as seeds_svc
@@ -143,12 +143,11 @@ def test_export_paths_cannot_escape_home(stored_pairs, studio_home, tmp_path, mo
     assert files_outside(tmp_path, studio_home) == set()
 
 
-def test_run_ids_cannot_name_files_outside_home(db, studio_home, tmp_path):
-    try:
-        path = gen_svc.config_path("../../../../outside")
-    except BadInput:
-        return
-    assert path.resolve().is_relative_to(studio_home.resolve())
+def test_run_ids_never_become_file_names(db, studio_home, tmp_path):
+    """A run's config lives in its row, not in a file named after a typed id."""
+    with pytest.raises(NotFound):
+        gen_svc.get_run("../../../../outside")
+    assert files_outside(tmp_path, studio_home) == set()
 
 
 # -- (b) servers bind to loopback ----------------------------------------------------------------------
@@ -159,7 +158,7 @@ def listening(pid: int) -> set[str]:
 
 
 def test_default_host_is_loopback(monkeypatch, tmp_path):
-    from studio.settings import Settings
+    from core.settings import Settings
 
     monkeypatch.delenv("STUDIO_HOST", raising=False)
     monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
@@ -170,7 +169,7 @@ def test_default_host_is_loopback(monkeypatch, tmp_path):
 def test_the_app_and_redis_listen_on_loopback_only(studio_home, monkeypatch):
     from studio import argilla_embedded
     from studio.lifecycle import start_app
-    from studio.settings import Settings
+    from core.settings import Settings
     from tests.fixtures.core import free_port
 
     monkeypatch.delenv("STUDIO_HOST", raising=False)
@@ -273,7 +272,7 @@ def _with_remote_code(src: Path, dest: Path, marker: Path, model_type: str | Non
 def _load_both(tiny_model_dir: Path, tmp_path: Path, marker: Path) -> None:
     from pipelines.llm.base import SamplingParams
     from pipelines.llm.transformers_local import TransformersBackend
-    from studio.errors import ModelLoadError
+    from core.errors import ModelLoadError
 
     known = _with_remote_code(tiny_model_dir, tmp_path / "known", marker, None)
     backend = TransformersBackend(known, name="known")

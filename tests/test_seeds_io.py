@@ -16,7 +16,7 @@ from pipelines.generate import seed_readers
 from pipelines.generate.seeds_io import (
     ColumnMapping, RowProblem, SeedRow, detect_format, iter_seeds, open_seeds, preview,
 )
-from studio.errors import BadInput
+from core.errors import BadInput
 
 REPO = Path(__file__).resolve().parents[1]
 MAP = ColumnMapping("instruction", reference="output")

@@ -13,7 +13,7 @@ from pipelines.generate.seeds_io import ColumnMapping, RowProblem
 from storage import seeds as seed_store
 from studio import cli_seeds
 from studio.cli import _Parser
-from studio.errors import BadInput, NotFound
+from core.errors import BadInput, NotFound
 from studio.services import seeds
 
 HOSTILE = [

@@ -10,7 +10,7 @@ import pytest
 from storage import snapshots as store
 from storage.pairs import insert_preference_pairs
 from storage.snapshots import SnapshotSpec
-from studio.errors import BadInput, NotFound
+from core.errors import BadInput, NotFound
 
 
 def _pairs(n: int, run_id: str = "gen_a", **overrides) -> list[dict]:

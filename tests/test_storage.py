@@ -14,8 +14,8 @@ import pytest
 from storage import pairs, registry
 from storage.db import Database
 from storage.migrate import apply_migrations, discover
-from studio.errors import DatabaseBusy, StorageError
-from studio.settings import Settings
+from core.errors import DatabaseBusy, StorageError
+from core.settings import Settings
 
 LIFECYCLE_TABLES = {
     "models", "endpoints", "prices", "llm_cache", "llm_calls", "jobs", "seed_sets", "seeds",

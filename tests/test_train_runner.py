@@ -17,7 +17,7 @@ from storage import registry
 from storage import training as store
 from storage.pairs import insert_preference_pairs
 from storage.snapshots import SnapshotSpec, create_snapshot
-from studio.errors import NotFound, StorageError, TrainingError
+from core.errors import NotFound, StorageError, TrainingError
 from studio.services import models as models_service
 from tests.fixtures.tiny import kill_training_mid_run
 
@@ -106,7 +106,7 @@ def test_kill_9_mid_run_then_resume_from_the_checkpoint(db, tiny, studio_home):
     run_id = new_run(db, make_snapshot(db), hyper={"max_steps": 24, "save_steps": 2})
     db.close()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.train", run_id], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "studio", "train", "--run", run_id], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_training_mid_run(run_id, past_step=2, pid=proc.pid)
     proc.wait()

@@ -11,7 +11,7 @@ from pipelines.train.spec import RunSpec
 from storage import jobs as job_store
 from storage import training as run_store
 from storage.db import get_database
-from studio.errors import BadInput, NotFound, TrainingError
+from core.errors import BadInput, NotFound, TrainingError
 from studio.services import compare as compare_svc
 from studio.services import models as models_svc
 from studio.services import snapshots as snap_svc

@@ -13,7 +13,7 @@ from pipelines.train.scaleout import accelerate_command, worker_command
 from pipelines.train.spec import PRESETS, RunSpec, check_device, effective_batch, estimate_steps, resolve_precision
 from pipelines.train.stages import map_failure
 from storage import training as store
-from studio.errors import NotFound, StorageError, TrainingError
+from core.errors import NotFound, StorageError, TrainingError
 
 BASE = {"name": "r1", "recipe": "dpo", "base_model": "tiny", "snapshot_id": "snap_1"}
 
@@ -169,7 +169,7 @@ def test_accelerate_command_and_configs():
     assert parsed["distributed_type"] == "DEEPSPEED" and parsed["deepspeed_config"]["zero_stage"] == 3
     assert parsed["num_processes"] == 16 and parsed["num_machines"] == 2 and parsed["mixed_precision"] == "bf16"
     assert command.startswith("accelerate launch --config_file accelerate.yaml --machine_rank $MACHINE_RANK")
-    assert command.endswith("-m pipelines.train run_x")
+    assert command.endswith("-m studio train --run run_x")
     _, fsdp = accelerate_command(s, "fsdp", num_processes=4)
     assert yaml.safe_load(fsdp)["distributed_type"] == "FSDP"
     assert yaml.safe_load(accelerate_command(spec(hyper={"precision": "fp32"}))[1])["mixed_precision"] == "no"
@@ -177,7 +177,7 @@ def test_accelerate_command_and_configs():
         accelerate_command(s, "slurm")
     with pytest.raises(TrainingError, match=r"num_processes = 1, num_machines = 2"):
         accelerate_command(s, num_processes=1, num_machines=2)
-    assert worker_command("run_1")[-3:] == ["-m", "pipelines.train", "run_1"]
+    assert worker_command("run_1")[-5:] == ["-m", "studio", "train", "--run", "run_1"]
 
 
 def test_failures_are_mapped_to_what_to_change(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from pipelines.llm.base import Generation, SamplingParams
 from pipelines.llm.transformers_local import TransformersBackend
 from storage.registry import ModelRecord
-from studio.errors import BackendError, ModelLoadError
+from core.errors import BackendError, ModelLoadError
 
 GREEDY = SamplingParams(temperature=0, max_tokens=24)
 PROMPTS = [

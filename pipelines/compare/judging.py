@@ -1,6 +1,6 @@
 """Judges for comparisons: the LLM judge (pairwise, both orders) and programmatic rubric judges.
 
-Both reuse the Generate pipeline's judges (``pipelines.generate.judge`` and ``rubrics``) and turn
+Both reuse the Generate pipeline's judges (``pipelines.judge.llm`` and ``rubrics``) and turn
 their verdicts into votes beside the human ones: ``voter_kind`` 'llm' or 'rubric', ``voter`` the
 judge's target or ``rubric:<name>``. An LLM vote keeps which slot the judge picked in each order
 (``metadata.shown``), which is what the position-bias check counts. Pairs the judge already voted
@@ -13,12 +13,12 @@ import itertools
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-from pipelines.generate.judge import JudgeConfig, LLMJudge
-from pipelines.generate.rubrics import RubricJudge
+from pipelines.judge.llm import JudgeConfig, LLMJudge
+from pipelines.judge.rubrics import RubricJudge
 from pipelines.llm.base import LLMBackend, run_sync
 from storage import compare as store
 from storage.db import Database
-from studio.errors import BadInput
+from core.errors import BadInput
 
 KINDS = ("llm", "rubric")
 LLM_CHUNK = 16

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from studio.errors import BadInput, ModelLoadError
+from core.errors import BadInput, ModelLoadError
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:

@@ -24,7 +24,7 @@ from pipelines.llm.base import Generation, LLMBackend, SamplingParams
 from storage import compare as store
 from storage.db import Database
 from storage.ids import content_hash
-from studio.errors import BackendError, StudioError
+from core.errors import BackendError, StudioError
 
 LOCAL_CHUNK = 64
 ENDPOINT_CHUNK = 32

@@ -15,7 +15,7 @@ from typing import Any
 from storage import compare as store
 from storage import generation as gen_store
 from storage.db import Database
-from studio.errors import BadInput, NotFound
+from core.errors import BadInput, NotFound
 
 SOURCES = ("snapshot_eval", "generation_run", "upload")
 MAX_PROMPTS = 100_000

@@ -17,7 +17,7 @@ from pipelines.compare.spec import ComparisonSpec
 from pipelines.llm.base import LLMBackend
 from storage import compare as store
 from storage.db import Database
-from studio.errors import StudioError
+from core.errors import StudioError
 
 
 @dataclass

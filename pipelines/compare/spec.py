@@ -21,7 +21,7 @@ from typing import Any
 from pipelines.compare.judging import JudgeSpec
 from pipelines.compare.prompts import SOURCES
 from pipelines.llm.base import SamplingParams
-from studio.errors import BadInput
+from core.errors import BadInput
 
 DEFAULT_SAMPLING = {"temperature": 0.0, "max_tokens": 256, "seed": 0}
 PROMPT_KEYS = ("source", "id", "path", "text_column", "reference_column", "metadata_columns", "limit")

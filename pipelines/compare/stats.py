@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize, stats
 
-from studio.errors import BadInput
+from core.errors import BadInput
 
 OUTCOME = {"a": 1.0, "b": 0.0, "tie": 0.5, "both_bad": 0.5}
 SCALE, BASE, CENTER = 400.0, 10.0, 1000.0

@@ -22,7 +22,7 @@ import yaml
 
 from pipelines.generate.preprocess import PreprocessConfig
 from pipelines.llm.base import SamplingParams
-from studio.errors import BadInput, StudioError
+from core.errors import BadInput, StudioError
 
 METHODS = ("seeds", "self_instruct", "evol")
 EVOL_OPERATIONS = ("deepen", "constraints", "concretize", "reasoning", "breadth")
@@ -182,7 +182,7 @@ class ResponsesConfig:
 
 @dataclass
 class RubricConfig:
-    """A programmatic judge (see pipelines/generate/rubrics.py for the names and their params)."""
+    """A programmatic judge (see pipelines/judge/rubrics.py for the names and their params)."""
 
     name: str = _help("Rubric name, e.g. length, format, regex, keyword, reference_match.", default="length")
     params: dict[str, Any] = _help("The rubric's parameters.", default_factory=dict)
@@ -239,7 +239,7 @@ class JudgeSection:
         if self.kind == "llm":
             check_target("target", self.target)
         else:
-            from pipelines.generate.rubrics import RubricJudge
+            from pipelines.judge.rubrics import RubricJudge
 
             try:  # an unknown rubric or bad params are refused now, not half-way through a run
                 RubricJudge(self.rubric.name, self.rubric.params)

@@ -23,7 +23,7 @@ from pipelines.generate.config import GenerationConfig
 from pipelines.llm.base import Generation, LLMBackend
 from pipelines.llm.cache import CallLedger
 from storage.db import Database
-from studio.errors import BackendError
+from core.errors import BackendError
 
 log = logging.getLogger(__name__)
 IN_FLIGHT_BATCHES = 3   # batches in flight: keeps the endpoint busy while one batch is written
@@ -35,7 +35,8 @@ class RunContext:
     db: Database
     run_id: str
     config: GenerationConfig
-    progress: Any = None                      # studio.progress.ProgressReporter or None
+    open_backend: Callable[..., LLMBackend] | None = None  # pipelines.llm.targets.open_backend, handed in
+    progress: Any = None                      # core.progress.ProgressReporter or None
     should_stop: Callable[[], bool] | None = None
     failed: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
@@ -82,17 +83,11 @@ class RunContext:
 
 
 def _open_backend(ctx: RunContext, target: str, stage: str) -> LLMBackend:
-    from studio.services.models import backend_for, get_endpoint
-
-    kind, _, name = target.partition(":")
-    if kind == "endpoint":
-        from pipelines.llm.openai_compat import OpenAICompatibleBackend
-
-        backend = OpenAICompatibleBackend.from_endpoint(get_endpoint(name), db=ctx.db, job_id=ctx.run_id, stage=stage)
-        if ctx.config.concurrency:
-            backend.concurrency = ctx.config.concurrency
-        return backend
-    return backend_for(target)
+    """The stage's backend, from the opener the app handed in; an endpoint's ledger rows carry the run
+    id and the stage, and its concurrency is the run's when set."""
+    if ctx.open_backend is None:
+        raise TypeError("RunContext.open_backend is not set: pass pipelines.llm.targets.open_backend.")
+    return ctx.open_backend(target, ctx.db, job_id=ctx.run_id, stage=stage, concurrency=ctx.config.concurrency)
 
 
 class StageBackend:
@@ -149,7 +144,7 @@ class StageBackend:
             await aclose()
         if self.ledger is not None:
             self.ledger.close()
-        if self.target.startswith("endpoint:"):  # local backends are shared per process (studio.services.models)
+        if self.target.startswith("endpoint:"):  # local backends are shared per process (pipelines.llm.targets)
             self.backend.close()
 
 

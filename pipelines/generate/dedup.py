@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from studio.errors import StudioError
+from core.errors import StudioError
 
 SHORT_TEXT_WORDS = 10  # below this, word shingles are too few to compare; character 5-grams are used
 _WORD = re.compile(r"\w+")

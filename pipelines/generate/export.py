@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from storage import generation_queries as queries
 from storage.db import Database, get_database
 from storage.pairs import PairFilter
-from studio.errors import BadInput
+from core.errors import BadInput
 
 KINDS = ("preference", "sft")
 FORMATS = ("jsonl", "parquet", "datasets")

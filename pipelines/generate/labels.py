@@ -19,66 +19,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.generate import templates as tpl
 from pipelines.generate.context import RunContext, chunks, drive
-from pipelines.generate.judge import ASPECTS, JudgeConfig, LLMJudge, choose_pair, combine_orders, pair_confidence
-from pipelines.generate.stages import response_id
+from pipelines.generate.label_ids import (expected_responses, judge_config, listwise_id, pairwise_id, pointwise_id,
+                                          run_state, score_id, store_judge_templates)
+from pipelines.generate.labels_listwise import listwise_pair_facts, listwise_stage
+from pipelines.judge.llm import LLMJudge, choose_pair, combine_orders, pair_confidence
 from storage import generation as store
-from storage.ids import content_hash, stable_id
+from storage.ids import stable_id
 
 _UNSWAP = {"a": "b", "b": "a", "tie": "tie"}
-
-
-def judge_key(ctx: RunContext) -> str:
-    judge = ctx.config.judge
-    if judge.kind == "rubric":
-        return f"rubric:{judge.rubric.name}:{content_hash(judge.rubric.params)[:8]}"
-    return judge.target
-
-
-def pointwise_id(ctx: RunContext, rid: str) -> str:
-    return stable_id("jdg", ctx.run_id, rid, judge_key(ctx), "pointwise")
-
-
-def pairwise_id(ctx: RunContext, chosen: str, rejected: str, order: str) -> str:
-    return stable_id("jdg", ctx.run_id, chosen, rejected, judge_key(ctx), order)
-
-
-def listwise_id(ctx: RunContext, rid: str, reverse: bool = False) -> str:
-    return stable_id("jdg", ctx.run_id, rid, judge_key(ctx), "listwise-reversed" if reverse else "listwise")
-
-
-def score_id(ctx: RunContext, rid: str) -> str:
-    """The id of the judgment that scores a candidate (its first pass, in listwise mode)."""
-    listwise = ctx.config.judge.kind == "llm" and ctx.config.judge.mode == "listwise"
-    return listwise_id(ctx, rid) if listwise else pointwise_id(ctx, rid)
-
-
-def judge_config(ctx: RunContext) -> JudgeConfig:
-    section = ctx.config.judge
-    overrides = {k: v for k, v in (("pointwise_template", section.pointwise_template),
-                                   ("pairwise_template", section.pairwise_template),
-                                   ("listwise_template", section.listwise_template)) if v}
-    return JudgeConfig(mode=section.mode, aspects=tuple(section.aspects or ASPECTS), temperature=section.temperature,
-                       max_tokens=section.max_tokens, repair=section.repair, reply_format=section.reply_format,
-                       swap_margin=section.swap_margin, **overrides)
-
-
-def store_judge_templates(ctx: RunContext, config: JudgeConfig) -> dict[str, str]:
-    """The prompt each judge mode uses, with its system message (and, compact, its demonstration
-    turns are built from it), stored once for lineage; mode -> template id."""
-    judge = LLMJudge(None, config)
-    ids, rows = {}, []
-    for mode in ("pointwise", "pairwise", "listwise"):
-        text, system = judge.template(mode), judge.system_text()
-        full = f"{system}\n\n{text}" if system else text
-        ids[mode] = tpl.template_id(f"judge:{mode}", full)
-        rows.append((ids[mode], f"judge {mode}" + (" (compact)" if config.compact else ""), f"judge:{mode}", full))
-    store.upsert_templates(ctx.db, rows)
-    return ids
-
-
-_store_judge_templates = store_judge_templates
 
 
 def _pointwise_row(ctx: RunContext, j, template_id: str | None) -> dict[str, Any]:
@@ -98,8 +47,6 @@ def _call_failed(j) -> bool:
 # -- pointwise -------------------------------------------------------------------------------------------
 async def judge_stage(ctx: RunContext) -> None:
     if ctx.config.judge.kind == "llm" and ctx.config.judge.mode == "listwise":
-        from pipelines.generate.labels_listwise import listwise_stage
-
         await listwise_stage(ctx)
         return
     instructions = {i["id"]: i for i in store.instructions_of(ctx.db, ctx.run_id, ("kept",))}
@@ -113,7 +60,7 @@ async def judge_stage(ctx: RunContext) -> None:
         await _rubric_judge(ctx, instructions, batches, len(todo))
         return
     config = judge_config(ctx)
-    template_id = _store_judge_templates(ctx, config)["pointwise"]
+    template_id = store_judge_templates(ctx, config)["pointwise"]
     async with ctx.backend(ctx.config.judge.target, "judge") as backend:
         judge = LLMJudge(backend, config)
 
@@ -138,7 +85,7 @@ async def judge_stage(ctx: RunContext) -> None:
 
 
 async def _rubric_judge(ctx: RunContext, instructions: dict, batches: list, total: int) -> None:
-    from pipelines.generate.rubrics import RubricJudge
+    from pipelines.judge.rubrics import RubricJudge
     from storage.seeds import get_seed
 
     rubric = ctx.config.judge.rubric
@@ -165,16 +112,11 @@ async def _rubric_judge(ctx: RunContext, instructions: dict, batches: list, tota
 
 
 # -- pairwise ------------------------------------------------------------------------------------------------
-def _expected(ctx: RunContext, instruction_id: str) -> list[str]:
-    return [response_id(ctx, instruction_id, g.target, c) for g in ctx.config.responses.generators
-            for c in range(g.candidates)]
-
-
 def _candidates(ctx: RunContext, instruction_id: str, responses: dict, judgments: dict) -> list[tuple] | None:
     """(response, scoring judgment) of every kept candidate, or None while any is missing. In
     listwise mode the judgment's score is the mean over its passes (first and, if run, reversed)."""
     out = []
-    for rid in _expected(ctx, instruction_id):
+    for rid in expected_responses(ctx, instruction_id):
         row = responses.get(rid)
         if row is None or row["status"] == "pending":
             return None
@@ -203,15 +145,8 @@ def _scored(candidates: list[tuple]) -> list[tuple[str, float | None]]:
     return [(row["id"], j["overall_score"] if j["parse_status"] != "failed" else None) for row, j in candidates]
 
 
-def _state(ctx: RunContext):
-    instructions = store.instructions_of(ctx.db, ctx.run_id, ("kept",))
-    responses = {r["id"]: r for r in store.responses_of(ctx.db, ctx.run_id, ("pending", "kept", "removed"))}
-    judgments = {j["id"]: j for j in store.judgments_of(ctx.db, ctx.run_id)}
-    return instructions, responses, judgments
-
-
 async def pairwise_stage(ctx: RunContext) -> None:
-    instructions, responses, judgments = _state(ctx)
+    instructions, responses, judgments = run_state(ctx)
     items = []
     for ins in instructions:
         candidates = _candidates(ctx, ins["id"], responses, judgments)
@@ -222,7 +157,7 @@ async def pairwise_stage(ctx: RunContext) -> None:
     if not items:
         return
     config = judge_config(ctx)
-    template_id = _store_judge_templates(ctx, config)["pairwise"]
+    template_id = store_judge_templates(ctx, config)["pairwise"]
     async with ctx.backend(ctx.config.judge.target, "judge") as backend:
         judge = LLMJudge(backend, config)
 
@@ -259,7 +194,7 @@ def _pairwise_row(ctx: RunContext, verdict, order: dict, template_id: str) -> di
 
 # -- pairs -------------------------------------------------------------------------------------------------------
 def pairs_stage(ctx: RunContext) -> None:
-    instructions, responses, judgments = _state(ctx)
+    instructions, responses, judgments = run_state(ctx)
     have_pp = store.existing_ids(ctx.db, "preference_pairs", ctx.run_id)
     have_sft = store.existing_ids(ctx.db, "sft_pairs", ctx.run_id)
     source = "rubric" if ctx.config.judge.kind == "rubric" else "llm"
@@ -308,8 +243,6 @@ def _preference_pair(ctx: RunContext, ins: dict, candidates: list[tuple], judgme
                             ids_key: [j["id"] for _, j in candidates]}
     swap_agreement, flagged = None, False
     if ctx.config.judge.kind == "llm" and ctx.config.judge.mode == "listwise":
-        from pipelines.generate.labels_listwise import listwise_pair_facts
-
         swap_agreement, facts = listwise_pair_facts(ctx, ins, candidates, chosen, rejected)
         meta.update(facts)
     elif ctx.config.judge.mode == "pairwise":

@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.generate.context import RunContext, chunks, drive
-from pipelines.generate.judge import LLMJudge
-from pipelines.generate.judge_listwise import ListwiseItem, ListwiseJudge, ListwiseJudgment, shuffled_order, \
+from pipelines.judge.llm import LLMJudge
+from pipelines.judge.listwise import ListwiseItem, ListwiseJudge, ListwiseJudgment, shuffled_order, \
     swap_agreement
-from pipelines.generate.labels import _expected, _state, judge_config, listwise_id, store_judge_templates
+from pipelines.generate.label_ids import expected_responses, judge_config, listwise_id, run_state, store_judge_templates
 from storage import generation as store
 
 
@@ -29,10 +29,10 @@ def item_key(ctx: RunContext, instruction_id: str) -> str:
 
 
 def _items(ctx: RunContext) -> list[ListwiseItem]:
-    instructions, responses, judgments = _state(ctx)
+    instructions, responses, judgments = run_state(ctx)
     items = []
     for ins in instructions:
-        rows = [responses.get(rid) for rid in _expected(ctx, ins["id"])]
+        rows = [responses.get(rid) for rid in expected_responses(ctx, ins["id"])]
         if any(r is None or r["status"] == "pending" for r in rows):
             continue
         kept = [r for r in rows if r["status"] == "kept"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from studio.errors import StudioError
+from core.errors import StudioError
 
 _INVISIBLE = dict.fromkeys([0x200B, 0x2060, 0xFEFF, 0x00AD, 0x180E, *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 _INVISIBLE.update({c: None for c in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if chr(c) not in "\t\n"})

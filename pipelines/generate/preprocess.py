@@ -29,7 +29,7 @@ from typing import Any, Iterable
 from pipelines.generate.dedup import near_duplicates
 from pipelines.generate.normalize import normalize_text
 from pipelines.generate.pii import PII_KINDS, scrub_text
-from studio.errors import BadInput
+from core.errors import BadInput
 
 STEP_ORDER: tuple[str, ...] = ("normalize", "pii", "length", "exact_dedup", "near_dedup")
 PII_ACTIONS: tuple[str, ...] = ("redact", "drop")

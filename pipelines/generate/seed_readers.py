@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from studio.errors import BadInput
+from core.errors import BadInput
 
 HEAD_BYTES = 64 * 1024          # what encoding and dialect detection look at
 JSON_CHUNK_CHARS = 1 << 20      # a JSON array is decoded this many characters at a time

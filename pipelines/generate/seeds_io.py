@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipelines.generate import seed_readers as rd
-from studio.errors import BadInput
+from core.errors import BadInput
 
 FORMATS = ("csv", "jsonl", "json", "parquet", "datasets")
 EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",

@@ -22,7 +22,7 @@ from pipelines.generate.preprocess import preprocess
 from pipelines.llm.base import Generation
 from storage import generation as store
 from storage.ids import stable_id
-from studio.errors import BackendError
+from core.errors import BackendError
 
 LIVE = ("pending", "kept")
 

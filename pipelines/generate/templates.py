@@ -18,7 +18,7 @@ import re
 import string
 
 from storage.ids import content_hash
-from studio.errors import BadInput
+from core.errors import BadInput
 
 SELF_INSTRUCT = """You are helping to build a varied set of tasks for training an AI assistant.
 

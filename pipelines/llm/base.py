@@ -2,7 +2,7 @@
 
 A backend implements ``load``, ``agenerate`` (one chat completion) and ``stream``; the batch
 fan-out (``agenerate_batch``), the sync wrappers and the error contract are written once here.
-Errors reaching callers are always ``studio.errors.BackendError`` subclasses. In a batch, a
+Errors reaching callers are always ``core.errors.BackendError`` subclasses. In a batch, a
 failed item comes back as its error in place of a ``Generation`` so one bad item never fails
 the batch.
 """
@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Iterator, TypeVar
 
-from studio.errors import BackendError
+from core.errors import BackendError
 
 Messages = list[dict[str, str]]
 T = TypeVar("T")
@@ -32,7 +32,7 @@ class SamplingParams:
     stop: tuple[str, ...] | None = field(default=None, metadata={"help": "Strings that end generation."})
 
     def __post_init__(self):
-        from studio.errors import BadInput
+        from core.errors import BadInput
 
         if not 0 <= self.temperature <= 2:
             raise BadInput(f"temperature={self.temperature} is out of range.", hint="Use a value from 0 to 2.")

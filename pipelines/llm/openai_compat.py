@@ -4,7 +4,7 @@ vLLM, OpenAI, Together, ...).
 Why it does its own retries: the ``openai`` client's built-in retries are switched off so that
 one policy (tenacity: exponential backoff with full jitter, Retry-After honoured, a cap, only
 429/5xx/timeouts/connection errors) governs every endpoint, and so that each attempt goes through
-the concurrency semaphore. Every failure reaches callers as a ``studio.errors.BackendError``
+the concurrency semaphore. Every failure reaches callers as a ``core.errors.BackendError``
 whose message never contains the API key. Each call is checked against the response cache
 first and recorded in the call ledger (tokens, latency, cost, cached flag).
 """
@@ -26,9 +26,9 @@ from pipelines.llm.cache import CallLedger, ResponseCache, cache_key, monotonic_
 from pipelines.llm.pricing import PriceTable
 from pipelines.llm.retry import RetryPolicy, retry_after_s
 from storage.registry import EndpointRecord
-from studio.errors import (AuthenticationFailed, BackendError, BackendTimeout, BadResponse, EndpointUnreachable,
+from core.errors import (AuthenticationFailed, BackendError, BackendTimeout, BadResponse, EndpointUnreachable,
                            RateLimited, ServerFailed)
-from studio.secrets import redact, resolve_api_key
+from core.secrets import redact, resolve_api_key
 
 try:  # the HTTP library under the openai client (httpx2 in openai 3.x, httpx before)
     import httpx2 as _http

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from studio.errors import BackendError
+from core.errors import BackendError
 
 
 def is_retryable(exc: BaseException) -> bool:

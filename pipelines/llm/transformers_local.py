@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.llm.base import Generation, LLMBackend, Messages, SamplingParams
-from studio.errors import BackendError, ModelLoadError
+from core.errors import BackendError, ModelLoadError
 
 if TYPE_CHECKING:
     from storage.registry import ModelRecord

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.errors import ModelLoadError
+from core.errors import ModelLoadError
 
 GGUF_MAGIC = b"GGUF"
 _CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")

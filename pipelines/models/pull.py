@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from studio.errors import BadInput, ModelLoadError, StudioError
+from core.errors import BadInput, ModelLoadError, StudioError
 
 Progress = Callable[[str, "float | None"], None]
 CHUNK = 1 << 20

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from studio.errors import ReviewError
+from core.errors import ReviewError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from pipelines.review.client import ArgillaClient
-from studio.errors import BadInput, ReviewError
+from core.errors import BadInput, ReviewError
 
 KINDS = ("preference", "sft", "instruction", "comparison")
 PREFERRED = {"a": "Response A", "b": "Response B", "tie": "Tie", "both_bad": "Both bad"}

@@ -23,7 +23,7 @@ from storage import compare as compare_store
 from storage import review as store
 from storage.db import Database
 from storage.ids import stable_id
-from studio.errors import ReviewError
+from core.errors import ReviewError
 
 Progress = Callable[..., None]
 

@@ -22,7 +22,7 @@ from pipelines.review.dataset import DEFAULT_GUIDELINES, KINDS, agent_name, data
 from storage import review as store
 from storage.db import Database
 from storage.ids import content_hash, stable_id
-from studio.errors import BadInput
+from core.errors import BadInput
 
 Progress = Callable[..., None]
 ORDERS = ("least_confident", "newest")

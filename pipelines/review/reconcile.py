@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from studio.errors import BadInput
+from core.errors import BadInput
 
 RULES = ("majority", "strict")
 TIE_POLICIES = ("keep_llm", "mark")

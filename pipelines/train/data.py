@@ -12,7 +12,7 @@ import json
 
 from pipelines.train.params import HyperParams
 from pipelines.train.spec import STAGE_DATA
-from studio.errors import TrainingError
+from core.errors import TrainingError
 
 MIN_ROWS = 2
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.train.params import HyperParams, PeftSpec
-from studio.errors import ModelLoadError, TrainingError
+from core.errors import ModelLoadError, TrainingError
 
 # Same layout as pipelines.llm.transformers_local.default_chat_prompt, so what is trained is what is served.
 DEFAULT_CHAT_TEMPLATE = (

@@ -12,7 +12,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from studio.errors import TrainingError
+from core.errors import TrainingError
 
 PEFT_METHODS = ("lora", "qlora", "prompt_tuning", "p_tuning", "full")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",

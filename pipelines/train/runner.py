@@ -1,16 +1,15 @@
 """Run a training run: every stage of its recipe in order, each one's output handed to the next.
 
-``run_training(run_id)`` is what a job process calls (``python -m pipelines.train RUN_ID``, or the
-studio's job that wraps it). It needs only the database and the filesystem under STUDIO_HOME, so
-the same call runs under a local process, Ray or Slurm. Calling it again on an unfinished run
-resumes: finished stages are skipped, and the current one continues from its newest complete
-checkpoint. ``should_stop()`` (or SIGTERM) stops at the next step with a checkpoint kept.
+``run_training(run_id)`` is what the training job calls (``python -m studio train --run RUN_ID``, the
+one entry point, through the app's job runner, which turns SIGTERM into ``should_stop``). It needs
+only the database and the filesystem under STUDIO_HOME, so the same call runs under a local process,
+``accelerate launch``, Ray or Slurm. Calling it again on an unfinished run resumes: finished stages
+are skipped, and the current one continues from its newest complete checkpoint. ``should_stop()``
+stops at the next step with a checkpoint kept.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,8 +22,8 @@ from storage import registry
 from storage import training as store
 from storage.db import Database, get_database
 from storage.registry import ModelRecord
-from studio import settings as settings_mod
-from studio.errors import ModelLoadError, NotFound, StudioError, TrainingCancelled, TrainingError
+from core import settings as settings_mod
+from core.errors import ModelLoadError, NotFound, StudioError, TrainingCancelled, TrainingError
 
 
 @dataclass
@@ -111,28 +110,6 @@ def _snapshot(db: Database, snapshot_id: str) -> tuple[dict, list[dict], list[di
     return meta, read_snapshot_rows(db, snapshot_id, "train"), read_snapshot_rows(db, snapshot_id, "eval")
 
 
-class _StopFlag:
-    """should_stop() from the caller, or a SIGTERM (the studio's cancel) received by this process."""
-
-    def __init__(self, should_stop: Callable[[], bool] | None):
-        self.should_stop, self.signalled, self._previous = should_stop, False, None
-
-    def __call__(self) -> bool:
-        return self.signalled or bool(self.should_stop and self.should_stop())
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._on_signal)
-        return self
-
-    def _on_signal(self, signum, frame) -> None:
-        self.signalled = True
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 def run_training(run_id: str, reporter: Any = None, should_stop: Callable[[], bool] | None = None,
                  db: Database | None = None) -> RunResult:
     """Run (or resume) every unfinished stage of ``run_id``; the run's row ends succeeded, failed or cancelled."""
@@ -146,9 +123,9 @@ def run_training(run_id: str, reporter: Any = None, should_stop: Callable[[], bo
     try:
         spec = RunSpec.from_dict(run.spec)
         check_device(spec, cuda)
-        with _StopFlag(should_stop) as stop:
-            for _row, out_record in _run_stages(db, run, spec, cuda, stop, reporter, result):
-                result.output_model = out_record.name
+        stop = should_stop or (lambda: False)
+        for _row, out_record in _run_stages(db, run, spec, cuda, stop, reporter, result):
+            result.output_model = out_record.name
         store.set_status(db, run_id, "succeeded", final_metrics=result.final_metrics)
         result.status = "succeeded"
         return result
@@ -180,7 +157,7 @@ def _device_name(cuda: bool) -> str:
     return f"cuda:{torch.cuda.get_device_name(0)}"
 
 
-def _run_stages(db: Database, run: store.TrainingRunRow, spec: RunSpec, cuda: bool, stop: _StopFlag, reporter: Any,
+def _run_stages(db: Database, run: store.TrainingRunRow, spec: RunSpec, cuda: bool, stop: Callable[[], bool], reporter: Any,
                 result: RunResult):
     """Yield (stage row, registered output) as each stage finishes or is found finished."""
     run_dir = settings_mod.current().runs_dir / run.id
@@ -218,7 +195,7 @@ def _finished_output(db: Database, row: store.TrainingRunRow) -> ModelRecord | N
     return record if path and Path(path).is_dir() else None
 
 
-def _train_stage(db, run, row, spec: RunSpec, start: _Start, reward: _Start | None, cuda: bool, stop: _StopFlag,
+def _train_stage(db, run, row, spec: RunSpec, start: _Start, reward: _Start | None, cuda: bool, stop: Callable[[], bool],
                  reporter, result: RunResult, lineage: list[dict], name: str, last: bool, index: int, total: int
                  ) -> ModelRecord:
     hyper = spec.hyper_for(row.stage)

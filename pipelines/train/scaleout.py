@@ -2,7 +2,7 @@
 an execution backend (local process, Ray Jobs, Slurm) implements.
 
 Why a boundary and not code per cluster: a run needs only its id and STUDIO_HOME
-(``python -m pipelines.train RUN_ID``), so a backend is "run this command there, tell me if it is
+(``python -m studio train --run RUN_ID``), so a backend is "run this command there, tell me if it is
 alive, stop it". The accelerate configs start from the ones TRL ships (ZeRO-2/3, FSDP2) with the
 process count, machine count and precision of the run filled in.
 """
@@ -19,14 +19,14 @@ from typing import Protocol
 import yaml
 
 from pipelines.train.spec import RunSpec
-from studio.errors import TrainingError
+from core.errors import TrainingError
 
 BACKENDS = {"deepspeed_zero2": "zero2.yaml", "deepspeed_zero3": "zero3.yaml", "fsdp": "fsdp2.yaml"}
 
 
 def worker_command(run_id: str, python: str = "python") -> list[str]:
     """The command that runs (or resumes) a run wherever it executes."""
-    return [python, "-m", "pipelines.train", run_id]
+    return [python, "-m", "studio", "train", "--run", run_id]
 
 
 def accelerate_command(spec: RunSpec, backend: str = "deepspeed_zero2", *, num_processes: int = 8,
@@ -49,7 +49,7 @@ def accelerate_command(spec: RunSpec, backend: str = "deepspeed_zero2", *, num_p
     argv = ["accelerate", "launch", "--config_file", config_path]
     if num_machines > 1:
         argv += ["--machine_rank", "$MACHINE_RANK", "--main_process_ip", "$MAIN_PROCESS_IP", "--main_process_port", "29500"]
-    argv += ["-m", "pipelines.train", run_id]
+    argv += ["-m", "studio", "train", "--run", run_id]
     command = " ".join(a if a.startswith("$") else shlex.quote(a) for a in argv)
     return command, yaml.safe_dump(config, sort_keys=True)
 

@@ -34,7 +34,7 @@ import yaml
 from pipelines.train.params import (
     REPORT_TO, HyperParams, PeftSpec, bad_field, build, check_range,
 )
-from studio.errors import StudioError, TrainingError
+from core.errors import StudioError, TrainingError
 
 RECIPES: dict[str, tuple[str, ...]] = {
     "sft": ("sft",), "reward": ("reward",), "ppo": ("ppo",), "rlhf": ("reward", "ppo"), "dpo": ("dpo",),
@@ -285,7 +285,7 @@ def rubric_entry(entry: str | dict) -> tuple[str, dict]:
 
 
 def _rubric(name: str):
-    from pipelines.generate.rubrics import get_rubric
+    from pipelines.judge.rubrics import get_rubric
 
     return get_rubric(name)
 

@@ -19,7 +19,7 @@ from pipelines.train.data import check_enough, rows_for_stage
 from pipelines.train.params import HyperParams
 from storage import training as store
 from storage.db import Database
-from studio.errors import StorageError, StudioError, TrainingCancelled, TrainingError
+from core.errors import StorageError, StudioError, TrainingCancelled, TrainingError
 
 CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "adapter_model.bin", "pytorch_model.bin",
                       "model.safetensors.index.json")

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 import httpx
 
-from studio import secrets
+from core import secrets
 from studio.argilla_conn import (API_KEY_ENV, OWNER_PASSWORD_SECRET, OWNER_USERNAME, URL_ENV, ArgillaConnection,
                                  get_connection)
-from studio.errors import BadInput, ReviewError, StudioError
+from core.errors import BadInput, ReviewError, StudioError
 
 ROLES = ("annotator", "admin", "owner")
 DEFAULT_WORKSPACE = "default"
@@ -106,7 +106,7 @@ def _detail(resp: httpx.Response) -> str:
 # -- info and health ---------------------------------------------------------------------------------
 def get_argilla_info(with_password: bool = False) -> ArgillaInfo:
     """URL, health (and the health of each embedded part) and how to log in."""
-    from studio import settings as settings_mod
+    from core import settings as settings_mod
     from studio.argilla_embedded import PARTS, embedded_search
     from studio.lifecycle import service_health
 
@@ -195,7 +195,7 @@ def _workspace_id(conn: ArgillaConnection, name: str) -> str:
 
 def reindex_search_engine() -> str:
     """Rebuild the embedded Argilla's search index from its database."""
-    from studio import settings as settings_mod
+    from core import settings as settings_mod
     from studio.argilla_embedded import reindex
 
     cfg = settings_mod.current()

@@ -22,7 +22,7 @@ from pipelines.compare.spec import ComparisonSpec
 from storage import compare as store
 from storage.db import get_database
 from storage.ids import new_id
-from studio.errors import BadInput, NotFound
+from core.errors import BadInput, NotFound
 from studio.services import models as models_svc
 
 JOB_KIND = "comparison"
@@ -149,7 +149,7 @@ def build_spec(**fields_: Any) -> ComparisonSpec:
 
 
 def list_rubrics() -> list:
-    from pipelines.generate.rubrics import list_rubrics as rubrics
+    from pipelines.judge.rubrics import list_rubrics as rubrics
 
     return rubrics()
 

@@ -27,7 +27,7 @@ from pipelines.compare.spec import ComparisonSpec
 from pipelines.generate.config import GenerationConfig
 from pipelines.models.pull import DEFAULT_MODEL
 from pipelines.train.spec import RunSpec
-from studio.errors import BadInput, StudioError, TrainingError
+from core.errors import BadInput, StudioError, TrainingError
 
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "examples" / "demo"
 JOB_KIND = "demo"
@@ -174,7 +174,7 @@ def _check_base(options: DemoOptions) -> None:
 
 def generate_pairs(options: DemoOptions, progress: Any = None) -> tuple[str, int, str]:
     """Seeds -> candidates -> rubric scores -> preference pairs. Returns (run id, pairs, detail)."""
-    from pipelines.generate.run import run_generation
+    from studio.services.generate import run_generation
     from studio.services import generate as generate_svc
 
     summary = run_generation(generation_config(options), progress=progress)
@@ -234,7 +234,7 @@ def _evaluate_stage(options: DemoOptions, trained: str, train_id: str, update: P
 
 def pass_rates(comparison_id: str, spec: ComparisonSpec) -> tuple[float, float]:
     """Share of held-out answers that follow the rule, for (base, trained)."""
-    from pipelines.generate.rubrics import RubricJudge
+    from pipelines.judge.rubrics import RubricJudge
     from studio.services import compare
 
     judge_spec = spec.judge_spec()

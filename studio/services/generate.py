@@ -1,31 +1,42 @@
 """Generation runs: configure, start, resume, stop, list, inspect, browse pairs, lineage, export.
 
-The Generate page and the CLI call these. A run started here works in the background: a job runs
-``python -m studio generate <config.yaml> --run-id <id>`` (the very command a user can type), so it
-survives page reloads and its progress arrives in the one job format. A run's status is reconciled
-with its process on every read: a job that was killed shows 'interrupted' with a resume hint,
-never 'running' forever.
+This service owns a run's lifecycle, as the training service owns a training run's: the config is
+validated once (a ``GenerationConfig``) and stored once (the run's row); the run is claimed by one
+process at a time; its seeds and model targets are resolved here and handed to the pipeline
+(``pipelines.generate.run.run_stages``); its row is finished here. The Generate page and the CLI both
+go through it. A run started from the page works in the background: a job runs
+``python -m studio generate --run-id <id>``, which executes the stored config, so it survives page
+reloads and its progress arrives in the one job format. A run's status is reconciled with its process
+on every read: a job that was killed shows 'interrupted' with a resume hint, never 'running' forever.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from core import settings as settings_mod
+from core.errors import BadInput, NotFound, StudioError
+from core.procs import local_pid_alive
+from pipelines.generate import run as pipeline
 from pipelines.generate.config import GenerationConfig
+from pipelines.generate.context import RunContext
 from pipelines.generate.export import ExportSummary
-from pipelines.generate.run import RunSummary, check_targets, process_alive, resume_hint, summary_from
+from pipelines.generate.run import RunSummary, resume_hint, summary_from
+from pipelines.llm import targets
 from storage import generation as store
 from storage import generation_queries as queries
-from storage.db import get_database
+from storage import seeds as seed_store
+from storage.db import Database, get_database
 from storage.ids import new_id
 from storage.pairs import PairFilter
 from studio import jobs
-from studio import settings as settings_mod
-from studio.errors import BadInput, NotFound
 
 ACTIVE = ("queued", "running")
 MAX_PAGE = 1000
@@ -67,25 +78,14 @@ def config_to_yaml(config: GenerationConfig) -> str:
     return config.to_yaml()
 
 
-def config_path(run_id: str) -> Path:
-    """Where a run's config is kept; a run id typed by someone must stay one plain file name."""
-    from studio.paths import plain_name, safe_child
-
-    folder = settings_mod.current().runs_dir / "generation"
-    return safe_child(folder, f"{plain_name(run_id, what='run id')}.yaml", what="run id")
-
-
-def _write_config(run_id: str, config: GenerationConfig) -> Path:
-    path = config_path(run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config.to_yaml(), encoding="utf-8")
-    return path
+def check_targets(config: GenerationConfig) -> None:
+    """Every endpoint and local model the config names exists (before anything starts)."""
+    targets.check_targets(config.targets())
 
 
 # -- start / resume / stop ---------------------------------------------------------------------------------
-def _launch(run_id: str, config: GenerationConfig) -> RunStarted:
-    path = _write_config(run_id, config)
-    job_id = jobs.start_job("generation", ["generate", str(path), "--run-id", run_id], f"generate {config.name}")
+def _launch(run_id: str, name: str) -> RunStarted:
+    job_id = jobs.start_job("generation", ["generate", "--run-id", run_id], f"generate {name}")
     store.set_run_job(get_database(), run_id, job_id)
     return RunStarted(run_id, job_id)
 
@@ -95,7 +95,7 @@ def start_generation(config: GenerationConfig) -> RunStarted:
     check_targets(config)
     run_id = new_id("gen")
     store.create_run(get_database(), run_id, config.name, config.to_dict(), status="queued")
-    return _launch(run_id, config)
+    return _launch(run_id, config.name)
 
 
 def resume_generation(run_id: str) -> RunStarted:
@@ -106,7 +106,109 @@ def resume_generation(run_id: str) -> RunStarted:
     config = GenerationConfig.from_dict(run["config"])
     check_targets(config)
     store.set_run_status(get_database(), run_id, "queued", finished=False)
-    return _launch(run_id, config)
+    return _launch(run_id, config.name)
+
+
+def stored_config(run_id: str) -> GenerationConfig:
+    """The config a run was created with (what its job executes, and what a resume runs again)."""
+    return GenerationConfig.from_dict(_get_run_row(run_id)["config"])
+
+
+def run_generation(config: GenerationConfig | None = None, run_id: str | None = None, job_id: str | None = None,
+                   progress: Any = None, should_stop: Callable[[], bool] | None = None) -> RunSummary:
+    """Run (or resume, with the id of an existing run) a whole generation in this process.
+
+    ``config`` None runs the stored config of ``run_id`` (a job started by ``start_generation``)."""
+    db = get_database()
+    if config is None:
+        if not run_id:
+            raise BadInput("Neither a config nor a run id was given.", hint="Give a YAML config, or --run-id RUN.")
+        config = stored_config(run_id)
+    run_id = run_id or new_id("gen")
+    check_targets(config)
+    run = _claim_run(db, config, run_id, job_id)
+    ctx = RunContext(db=db, run_id=run_id, config=config, open_backend=targets.open_backend, progress=progress,
+                     should_stop=should_stop)
+    started = datetime.now().astimezone().isoformat()
+    try:
+        seeds = pipeline.load_seeds(db, _resolve_seed_set(db, config, run_id, run), config.seeds.limit)
+        pipeline.run_stages(ctx, seeds)
+    except StudioError as exc:
+        _finish(ctx, "failed", f"{exc} {resume_hint(run_id)}", started)
+        raise
+    except BaseException as exc:
+        status = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
+        _finish(ctx, status, f"{type(exc).__name__}: {exc}. {resume_hint(run_id)}", started)
+        raise
+    status, message = pipeline.outcome(ctx)
+    return _finish(ctx, status, message, started)
+
+
+def _process_alive(process: dict | None) -> bool:
+    """Whether the process a run's report names (pid on this host) still lives."""
+    return bool(process) and bool(local_pid_alive(process.get("pid"), process.get("host") or "?"))
+
+
+def _claim_run(db: Database, config: GenerationConfig, run_id: str, job_id: str | None) -> dict:
+    """Create the run, or take over an existing one with the same config whose process is gone."""
+    wanted = config.to_dict()
+    created = store.create_run(db, run_id, config.name, wanted, status="running", job_id=job_id)
+    run = store.get_run(db, run_id)
+    if not created:
+        if json.dumps(run["config"], sort_keys=True) != json.dumps(wanted, sort_keys=True):
+            hint = resume_hint(run_id)
+            raise BadInput(f"The run {run_id} was started with a different config.",
+                           hint=f"Use a new run id for the new config, or {hint[0].lower()}{hint[1:]}")
+        process = run["report"].get("process")
+        if _process_alive(process) and process.get("pid") != os.getpid():
+            raise BadInput(f"The run {run_id} is already running (process {process['pid']}).",
+                           hint="Wait for it to finish, or stop it first: `python -m studio generations stop "
+                                f"{run_id}`.")
+        store.set_run_status(db, run_id, "running", finished=False)
+        if job_id:
+            store.set_run_job(db, run_id, job_id)
+    store.update_report(db, run_id, {"process": {"pid": os.getpid(), "host": socket.gethostname(),
+                                                 "job_id": job_id}})
+    return store.get_run(db, run_id)
+
+
+def _finish(ctx: RunContext, status: str, message: str, started: str) -> RunSummary:
+    report = store.get_run(ctx.db, ctx.run_id)["report"]
+    attempts = (report.get("attempts") or [])[-19:] + [{
+        "started_at": started, "finished_at": datetime.now().astimezone().isoformat(), "status": status,
+        "failed": dict(ctx.failed), "pid": os.getpid()}]
+    store.update_report(ctx.db, ctx.run_id, {"message": message, "failed": dict(ctx.failed), "errors": ctx.errors,
+                                             "attempts": attempts, "process": None})
+    store.set_run_status(ctx.db, ctx.run_id, status, finished=True)
+    if ctx.progress is not None:
+        ctx.progress.update(stage="done", message=message, run_id=ctx.run_id, status=status)
+    return pipeline.summarize(ctx.db, ctx.run_id)
+
+
+def _resolve_seed_set(db: Database, config: GenerationConfig, run_id: str, run: dict) -> str:
+    """The run's seed set: fixed at the first attempt, so a resume sees the very same seeds."""
+    if run.get("seed_set_id"):
+        return run["seed_set_id"]
+    from studio.services.seeds import add_typed_seeds, import_seeds
+
+    seeds, name = config.seeds, f"{config.name} ({run_id})"
+    if seeds.seed_set:
+        found = seed_store.get_seed_set(db, seeds.seed_set) or seed_store.find_seed_set(db, seeds.seed_set)
+        if found is None:
+            raise NotFound(f"There is no seed set {seeds.seed_set!r}.",
+                           hint="`python -m studio seeds list` shows the seed sets (by id and name).")
+        seed_set_id = found["id"]
+    elif seeds.texts:
+        seed_set_id = add_typed_seeds(list(seeds.texts), name=name).seed_set_id
+    else:
+        from pipelines.generate.seeds_io import ColumnMapping
+
+        mapping = ColumnMapping(seeds.mapping.text, seeds.mapping.reference, tuple(seeds.mapping.metadata))
+        seed_set_id = import_seeds(seeds.file, mapping, name=name).seed_set_id
+    if not seed_set_id:
+        raise BadInput("The seeds gave no usable seed.", hint="Check the seed texts or the file's text column.")
+    store.set_run_seed_set(db, run_id, seed_set_id)
+    return seed_set_id
 
 
 def stop_generation(run_id: str) -> RunSummary:
@@ -118,7 +220,7 @@ def stop_generation(run_id: str) -> RunSummary:
     process = (run.get("report") or {}).get("process") or {}
     if job is not None and job.active:
         jobs.cancel_job(job.id)             # SIGTERM: the generate command stops between batches
-    elif process_alive(process):
+    elif _process_alive(process):
         os.kill(int(process["pid"]), signal.SIGTERM)
     else:
         store.set_run_status(get_database(), run_id, "stopped", finished=True)
@@ -151,7 +253,7 @@ def _reconcile(run: dict) -> dict:
     process = (run.get("report") or {}).get("process") or {}
     # The runner clears ``process`` when it finishes; while its pid lives it is still writing (a
     # cancelled job's process finishes its batch first).
-    alive = (job is not None and job.active) or process_alive(process)
+    alive = (job is not None and job.active) or _process_alive(process)
     if alive:
         return run
     status = "stopped" if job is not None and job.status == "cancelled" else "interrupted"
@@ -237,7 +339,7 @@ def export_pairs(kind: str, fmt: str, path: str | Path, filters: PairFilter | di
     under STUDIO_HOME/exports: a relative one is placed there, anything leading out is refused. The
     CLI passes ``confine=False``: whoever runs it already has the shell's rights over its paths."""
     from pipelines.generate.export import export_pairs as export
-    from studio.paths import safe_child
+    from core.paths import safe_child
 
     if confine:
         path = safe_child(settings_mod.current().home / "exports", path, what="export path")

@@ -9,10 +9,10 @@ definitions, so they never disagree.
 from __future__ import annotations
 
 from pipelines.generate.config import EVOL_OPERATIONS, GenerationConfig
-from pipelines.generate.judge_compact import SMALL_JUDGE_EXPECTATION
-from pipelines.generate.judge_prompts import (ASPECTS, DEFAULT_LISTWISE_TEMPLATE, DEFAULT_PAIRWISE_TEMPLATE,
+from pipelines.judge.compact import SMALL_JUDGE_EXPECTATION
+from pipelines.judge.prompts import (ASPECTS, DEFAULT_LISTWISE_TEMPLATE, DEFAULT_PAIRWISE_TEMPLATE,
                                               DEFAULT_POINTWISE_TEMPLATE)
-from pipelines.generate.rubrics import get_rubric, list_rubrics
+from pipelines.judge.rubrics import get_rubric, list_rubrics
 from pipelines.generate.templates import DEFAULTS as INSTRUCTION_TEMPLATES
 
 __all__ = ["ASPECTS", "DEFAULT_LISTWISE_TEMPLATE", "DEFAULT_PAIRWISE_TEMPLATE", "DEFAULT_POINTWISE_TEMPLATE",

@@ -4,36 +4,34 @@ Why one service: generation, judging, training and comparison all pick "a model"
 list of targets (``endpoint:<name>`` or ``local:<name>``), and every way a model arrives (pull,
 folder, GGUF, hub) is validated the same way before it is registered. User models are
 registered in place, never copied; only pulls and hub downloads write under STUDIO_HOME/models.
-API keys go to ``studio.secrets``; DuckDB holds only the secret's name.
+API keys go to ``core.secrets``; DuckDB holds only the secret's name.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlparse
 
+from pipelines.llm import targets
 from pipelines.models.inspect import inspect_folder, inspect_gguf
 from pipelines.models.pull import DEFAULT_MODEL, Progress, pull, spec_for
 from storage import registry
 from storage.db import get_database
 from storage.registry import EndpointRecord, ModelRecord
-from studio import settings as settings_mod
-from studio.errors import BadInput, ModelLoadError, NotFound, StudioError
+from core import settings as settings_mod
+from core.settings import EMBEDDED_ENDPOINT
+from core.errors import BadInput, ModelLoadError, StudioError
 
 if TYPE_CHECKING:
     from pipelines.llm.base import LLMBackend, SamplingParams
 
-EMBEDDED_ENDPOINT = "embedded"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*/[A-Za-z0-9][A-Za-z0-9._\-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_local_backends: dict[str, tuple[tuple, "LLMBackend"]] = {}
-_backends_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -62,11 +60,7 @@ def list_models() -> list[ModelRecord]:
 
 
 def get_model(name: str) -> ModelRecord:
-    record = registry.get_model(get_database(), name)
-    if record is None:
-        names = ", ".join(m.name for m in list_models()) or "none yet"
-        raise NotFound(f"There is no model named {name!r}.", hint=f"Registered models: {names}.")
-    return record
+    return targets.find_model(name)
 
 
 def _refuse_duplicate_model(name: str) -> None:
@@ -170,7 +164,7 @@ def remove_model(name: str, delete_files: bool = False) -> list[Path]:
     registry.delete_model(get_database(), name)
     for folder in doomed:
         shutil.rmtree(folder, ignore_errors=True)
-    _drop_cached_backend(f"local:{name}")
+    targets.drop_cached_backend(f"local:{name}")
     return doomed
 
 
@@ -230,11 +224,7 @@ def list_endpoints() -> list[EndpointRecord]:
 
 
 def get_endpoint(name: str) -> EndpointRecord:
-    record = registry.get_endpoint(get_database(), name)
-    if record is None:
-        names = ", ".join(e.name for e in list_endpoints()) or "none yet"
-        raise NotFound(f"There is no endpoint named {name!r}.", hint=f"Endpoints: {names}.")
-    return record
+    return targets.find_endpoint(name)
 
 
 def _check_range(field_name: str, value: float, low: float, high: float) -> None:
@@ -265,7 +255,7 @@ def add_endpoint(name: str, base_url: str, model: str, api_key_env: str | None =
         raise BadInput(f"An endpoint named {name!r} already exists.", hint="Choose another name or remove it first.")
     secret_name = None
     if api_key:
-        from studio.secrets import save_secret
+        from core.secrets import save_secret
 
         secret_name = f"endpoint-{name}"
         save_secret(secret_name, api_key)
@@ -282,21 +272,20 @@ def remove_endpoint(name: str) -> None:
                        hint="Stop it with `python -m studio down` if you do not want it running.")
     registry.delete_endpoint(get_database(), name)
     if record.api_key_secret:
-        from studio.secrets import delete_secret
+        from core.secrets import delete_secret
 
         delete_secret(record.api_key_secret)
 
 
 def ensure_embedded_endpoint() -> EndpointRecord:
     """The row for the embedded llama.cpp server, created or pointed at the current port."""
-    from studio.lifecycle import EMBEDDED_MODEL, llm_url
-
-    url = llm_url(settings_mod.current())
+    cfg = settings_mod.current()
+    url = cfg.llm_url
     db = get_database()
     existing = registry.get_endpoint(db, EMBEDDED_ENDPOINT)
     if existing is not None and existing.base_url == url and existing.embedded:
         return existing
-    record = EndpointRecord(name=EMBEDDED_ENDPOINT, base_url=url, model=EMBEDDED_MODEL, concurrency=1,
+    record = EndpointRecord(name=EMBEDDED_ENDPOINT, base_url=url, model=cfg.embedded_model, concurrency=1,
                             timeout_s=120.0, max_retries=3, embedded=True)
     if existing is not None:
         record.id, record.created_at = existing.id, existing.created_at
@@ -314,49 +303,14 @@ def list_targets() -> list[Target]:
     return targets
 
 
-def _split_key(key: str) -> tuple[str, str]:
-    kind, _, name = (key or "").partition(":")
-    if kind not in ("endpoint", "local") or not name:
-        raise NotFound(f"{key!r} is not a target.", hint="Use endpoint:<name> or local:<name>; see list_targets().")
-    return kind, name
-
-
 def backend_for(key: str) -> "LLMBackend":
     """A backend for ``endpoint:<name>`` (new each call) or ``local:<name>`` (cached per process)."""
-    kind, name = _split_key(key)
-    if kind == "endpoint":
-        from pipelines.llm.openai_compat import OpenAICompatibleBackend
-
-        return OpenAICompatibleBackend.from_endpoint(get_endpoint(name), db=get_database())
-    model = get_model(name)
-    if not model.loadable:
-        raise BadInput(f"Model {name!r} is only a GGUF file; transformers cannot load it locally.",
-                       hint="Serve it from an OpenAI-compatible endpoint, or add its transformers folder.")
-    base = base_of(model)
-    signature = (model.id, model.hf_path, model.adapter_path, base.hf_path if base else None)
-    with _backends_lock:
-        cached = _local_backends.get(key)
-        if cached and cached[0] == signature:
-            return cached[1]
-        from pipelines.llm.transformers_local import TransformersBackend
-
-        backend = TransformersBackend.from_record(model, base)
-        if cached:
-            cached[1].close()
-        _local_backends[key] = (signature, backend)
-        return backend
+    return targets.backend_for(key)
 
 
 def base_of(model: ModelRecord) -> ModelRecord | None:
     """The registered model an adapter was trained on (None for a model without one)."""
     return registry.base_of(get_database(), model)
-
-
-def _drop_cached_backend(key: str) -> None:
-    with _backends_lock:
-        cached = _local_backends.pop(key, None)
-    if cached:
-        cached[1].close()
 
 
 def try_prompt(key: str, prompt: str, system: str | None = None,

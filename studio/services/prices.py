@@ -6,7 +6,7 @@ import math
 
 from storage import registry
 from storage.db import get_database
-from studio.errors import BadInput
+from core.errors import BadInput
 
 
 def list_prices() -> list[dict]:

@@ -23,7 +23,7 @@ from storage.db import get_database
 from storage.review import FinalLabel
 from studio import jobs
 from studio.argilla_conn import get_connection
-from studio.errors import NotFound, ReviewError, StudioError
+from core.errors import NotFound, ReviewError, StudioError
 
 __all__ = ["PushRequest", "PushResult", "ReconcileRule", "FinalLabel", "ArgillaHealth", "PullResult", "RoundStatus",
            "ReviewStatus", "Disagreement", "check_connection", "push_for_review", "start_push", "pull_reviews",
@@ -120,7 +120,7 @@ def _down_parts() -> str:
     """'<part> is down (<why>).' for every embedded Argilla part not running now ('' if none or external)."""
     from studio.argilla_embedded import LABELS, PARTS
     from studio.lifecycle import current, service_health
-    from studio.procs import read_state
+    from core.procs import read_state
 
     try:
         if not get_connection().embedded:

@@ -22,8 +22,8 @@ from pipelines.generate.seeds_io import ColumnMapping, Preview, RowProblem, Seed
 from storage import seeds as seed_store
 from storage.db import Database, get_database
 from storage.ids import new_id
-from studio import settings
-from studio.errors import BadInput, NotFound
+from core import settings
+from core.errors import BadInput, NotFound
 
 BATCH_ROWS = 5000
 MAX_PROBLEMS = 50          # problems kept for the report; all are counted

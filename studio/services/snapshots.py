@@ -14,7 +14,7 @@ from pathlib import Path
 from storage import snapshots as store
 from storage.db import get_database
 from storage.snapshots import SnapshotSpec, SnapshotSummary
-from studio.errors import BadInput, ModelLoadError
+from core.errors import BadInput, ModelLoadError
 
 __all__ = ["SnapshotSpec", "SnapshotSummary", "SnapshotDetail", "create_snapshot", "preview_checks",
            "list_snapshots", "get_snapshot", "snapshot_rows"]

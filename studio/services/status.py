@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from storage import stats
 from storage.db import get_database
-from studio import settings as settings_mod
+from core import settings as settings_mod
 
 
 @dataclass

@@ -15,7 +15,6 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
 
 from pipelines.train.spec import RunSpec
 from storage import jobs as job_store
@@ -24,8 +23,9 @@ from storage import snapshots as snapshot_store
 from storage import training as run_store
 from storage.db import get_database
 from storage.ids import new_id
+from core.errors import BadInput, NotFound, StudioError, TrainingError
+from core.procs import pid_alive
 from studio import jobs
-from studio.errors import BadInput, NotFound, StudioError, TrainingError
 from studio.services import training_queue as queue
 
 JOB_KIND = "training"
@@ -161,45 +161,18 @@ def _start_process(run_id: str, name: str | None, detach: bool) -> str:
     return job_id
 
 
-class _StopSignal:
-    """SIGTERM (how a job is cancelled) or Ctrl-C asks the run to stop at its next step, checkpoint kept."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def install(self) -> "_StopSignal":
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: rely on the cancel marker
-                pass
-        return self
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 JOB_STATUS = {"succeeded": "succeeded", "cancelled": "cancelled"}
 
 
 def execute_run(run_id: str, job_id: str | None = None, show_bar: bool | None = None) -> RunSummary:
-    """Wait for the device, then train (in this process). The job process and the foreground CLI run this."""
+    """Wait for the device, then train (in this process), through the one job runner: SIGTERM (how a
+    job is cancelled), Ctrl-C or the run's cancel marker stop it at its next step, checkpoint kept.
+    The job process and the foreground CLI run this (``python -m studio train --run RUN``)."""
     from pipelines.train.runner import run_training
-    from studio.progress import ProgressReporter
+    from studio.runner import Outcome, StopSignal, run_job
 
     db = get_database()
     device = queue.device_name()
-    stop = _StopSignal().install()
-
-    def should_stop() -> bool:
-        return stop.requested or queue.cancel_marker(run_id).exists()
 
     def on_wait(ahead: int) -> None:
         message = f"waiting for {device}: {ahead} run(s) ahead"
@@ -207,29 +180,32 @@ def execute_run(run_id: str, job_id: str | None = None, show_bar: bool | None = 
         if job_id:
             job_store.update_progress(db, job_id, {"stage": "queued", "message": message, "ahead": ahead})
 
-    try:
-        fd = queue.wait_for_turn(run_id, device, on_wait, should_stop)
-        if fd is None:
-            if job_id:
-                job_store.mark_finished(db, job_id, "cancelled", "Cancelled while waiting in the queue.")
-            return get_run(run_id)
-        reporter = ProgressReporter(job_id, show_bar)
+    with StopSignal(lambda: queue.cancel_marker(run_id).exists()) as stop:
+        fd = queue.wait_for_turn(run_id, device, on_wait, stop)
+    if fd is None:
+        if job_id:
+            job_store.mark_finished(db, job_id, "cancelled", "Cancelled while waiting in the queue.")
+        return get_run(run_id)
+
+    def train(reporter, should_stop) -> str | None:
         try:
             run_training(run_id, reporter=reporter, should_stop=should_stop)
         except BaseException as exc:
-            status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-            _finish_if_active(run_id, status, str(exc) or type(exc).__name__)
-            reporter.finish("cancelled" if status == "cancelled" else "failed", str(exc) or type(exc).__name__)
+            _finish_if_active(run_id, "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed",
+                              str(exc) or type(exc).__name__)
             raise
         finally:
             queue.release(fd)
+        note = _evaluate_against_base(run_id, reporter) if _get_row(run_id).status == "succeeded" else None
+        reporter.update(stage="done", message=note or f"run {_get_row(run_id).status}")
+        return note
+
+    def outcome(_note) -> Outcome:
         final = _get_row(run_id)
-        note = _evaluate_against_base(run_id, reporter) if final.status == "succeeded" else None
-        reporter.update(stage="done", message=note or f"run {final.status}")
-        reporter.finish(JOB_STATUS.get(final.status, "failed"), final.error)
-        return get_run(run_id)
-    finally:
-        stop.restore()
+        return Outcome(JOB_STATUS.get(final.status, "failed"), final.error)
+
+    run_job(job_id, train, outcome, show_bar=show_bar, also_stop=lambda: queue.cancel_marker(run_id).exists())
+    return get_run(run_id)
 
 
 def _evaluate_against_base(run_id: str, reporter) -> str | None:
@@ -275,12 +251,12 @@ def cancel_run(run_id: str, wait_s: float = 10.0) -> RunSummary:
         run_store.set_status(db, run_id, "cancelled", error="Cancelled by the user.")
     job = job_store.get_job(db, run.job_id) if run.job_id else None
     pid = job.pid if job and job.pid != os.getpid() else None
-    if pid and queue._alive(pid):
+    if pid and pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait_s
-    while pid and queue._alive(pid) and time.monotonic() < deadline:
+    while pid and pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if not (pid and queue._alive(pid)):
+    if not (pid and pid_alive(pid)):
         _finish_if_active(run_id, "cancelled", "Cancelled by the user.")
         if job:
             job_store.mark_finished(db, job.id, "cancelled", "Cancelled by the user.")

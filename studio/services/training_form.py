@@ -48,7 +48,7 @@ def recipes() -> dict[str, tuple[str, ...]]:
 
 
 def rubric_names() -> list[str]:
-    from pipelines.generate.rubrics import list_rubrics
+    from pipelines.judge.rubrics import list_rubrics
 
     return sorted(r.name for r in list_rubrics())
 

@@ -20,7 +20,8 @@ from typing import Callable
 from storage import jobs as job_store
 from storage import training as run_store
 from storage.db import get_database
-from studio import settings as settings_mod
+from core import settings as settings_mod
+from core.procs import local_pid_alive
 
 POLL_S = 0.5
 ORPHAN_GRACE_S = 60  # a queued run with no job process for this long was never started (a crash in start_run)
@@ -45,31 +46,12 @@ def cancel_marker(run_id: str) -> Path:
     return queue_dir() / f"{run_id}.cancel"
 
 
-def _alive(pid: int | None) -> bool:
-    import psutil
-
-    if not pid:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return True
-
-
 def process_alive(run: run_store.TrainingRunRow) -> bool | None:
     """Whether the run's job process lives: None when it cannot be told (no job yet, another host)."""
-    import socket
-
     if not run.job_id:
         return None
     job = job_store.get_job(get_database(), run.job_id)
-    if job is None or not job.pid:
-        return None
-    if job.host and job.host != socket.gethostname():
-        return None
-    return _alive(job.pid)
+    return None if job is None else local_pid_alive(job.pid, job.host)
 
 
 def log_tail(job_id: str | None, lines: int = 20) -> list[str]:

@@ -13,7 +13,7 @@ from pipelines.train.algorithms.common import StageInput, StageOutput, base_args
 from pipelines.train.data import to_dataset
 from pipelines.train.modeling import hidden_size, load_causal_lm, load_tokenizer, peft_config
 from pipelines.train.spec import REWARD_MODEL_FUNC, rubric_entry
-from studio.errors import TrainingError
+from core.errors import TrainingError
 
 
 def _text(value) -> str:
@@ -25,7 +25,7 @@ def _text(value) -> str:
 
 def rubric_reward(name: str, params: dict | None = None) -> Callable[..., list[float]]:
     """A TRL reward function (prompts, completions, **columns) -> list of floats in [0, 1] from a rubric."""
-    from pipelines.generate.rubrics import get_rubric
+    from pipelines.judge.rubrics import get_rubric
 
     rubric, params = get_rubric(name), dict(params or {})
 

@@ -14,7 +14,7 @@ from pipelines.train.algorithms.common import StageInput, StageOutput, base_args
 from pipelines.train.data import tokenize_prompts
 from pipelines.train.modeling import hidden_size, load_causal_lm, load_reward_model, load_tokenizer, peft_config
 from pipelines.train.params import PeftSpec
-from studio.errors import TrainingError
+from core.errors import TrainingError
 
 
 def build_config(inp: StageInput):

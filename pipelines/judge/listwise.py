@@ -24,10 +24,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.generate.judge import LLMJudge, _Attempt, choose_pair, worst_status
-from pipelines.generate.judge_compact import COMPACT_ASPECT, COMPACT_LISTWISE_DEMOS, parse_digits
-from pipelines.generate.judge_parse import ParsedListwise, parse_listwise
-from pipelines.generate.judge_prompts import listwise_block
+from pipelines.judge.llm import LLMJudge, _Attempt, choose_pair, worst_status
+from pipelines.judge.compact import COMPACT_ASPECT, COMPACT_LISTWISE_DEMOS, parse_digits
+from pipelines.judge.parse import ParsedListwise, parse_listwise
+from pipelines.judge.prompts import listwise_block
 from pipelines.llm.base import Messages
 
 

@@ -26,8 +26,8 @@ from collections import Counter
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
-from pipelines.generate.judge import PointwiseJudgment
-from studio.errors import BadInput, NotFound, StudioError
+from pipelines.judge.llm import PointwiseJudgment
+from core.errors import BadInput, NotFound, StudioError
 
 SCORE_MIN, SCORE_MAX = 1.0, 5.0
 

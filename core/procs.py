@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 if TYPE_CHECKING:
-    from studio.settings import Settings
+    from core.settings import Settings
 
 PR_SET_PDEATHSIG = 1
 
@@ -48,11 +48,9 @@ def port_in_use(host: str, port: int) -> bool:
 
 def client_host(host: str) -> str:
     """The address a client on this machine uses to reach a server bound to ``host``."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+    from core.settings import Settings
+
+    return Settings(home=Path("."), cache_dir=Path("."), host=host).client_host
 
 
 def process_start_time(pid: int) -> float | None:
@@ -63,18 +61,29 @@ def process_start_time(pid: int) -> float | None:
 
 
 def pid_alive(pid: int | None, start_time: float | None = None) -> bool:
-    """The process exists, is not a zombie and (when given) started at ``start_time``."""
+    """The one liveness check: the process exists, is not a zombie and (when given) started at
+    ``start_time``. A process that exists but belongs to someone else counts as alive."""
     if not pid:
         return False
     try:
-        proc = psutil.Process(pid)
+        proc = psutil.Process(int(pid))
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
         if start_time is not None and abs(proc.create_time() - start_time) > 1.0:
             return False
         return True
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+    except (psutil.NoSuchProcess, ValueError, OverflowError):
         return False
+    except psutil.AccessDenied:
+        return True
+
+
+def local_pid_alive(pid: int | None, host: str | None) -> bool | None:
+    """Whether a process recorded as (pid, host) lives: None when it cannot be told from here
+    (no pid recorded, or it runs on another host)."""
+    if not pid or (host and host != socket.gethostname()):
+        return None
+    return pid_alive(pid)
 
 
 def terminate(pid: int, start_time: float | None = None, timeout_s: float = 10.0) -> bool:

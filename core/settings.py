@@ -13,9 +13,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.errors import StorageError
+from core.errors import StorageError
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
+EMBEDDED_MODEL = "smollm2-135m-instruct"   # what the embedded endpoint serves (registry name and model alias)
+EMBEDDED_ENDPOINT = "embedded"             # its name in the endpoint registry
 
 ENV_HELP = {
     "STUDIO_HOME": "folder that holds all state (database, models, runs, services, logs); default ./.studio",
@@ -75,6 +77,31 @@ class Settings:
             search_url=(os.environ.get("STUDIO_SEARCH_URL") or "").strip().rstrip("/") or None,
             argilla_url=(os.environ.get("STUDIO_ARGILLA_URL") or "").strip().rstrip("/") or None,
         )
+
+    embedded_model: str = EMBEDDED_MODEL
+
+    # -- where the services are, as a client on this machine reaches them -------------------------
+    @property
+    def client_host(self) -> str:
+        """The address a client here uses for a server bound to ``host`` (0.0.0.0 -> 127.0.0.1)."""
+        host = self.host
+        if host in ("", "0.0.0.0"):
+            return "127.0.0.1"
+        if host == "::":
+            return "[::1]"
+        return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+    @property
+    def llm_url(self) -> str:
+        return f"http://{self.client_host}:{self.llm_port}/v1"
+
+    @property
+    def app_url(self) -> str:
+        return f"http://{self.client_host}:{self.app_port}"
+
+    @property
+    def embedded_argilla_url(self) -> str:
+        return f"http://{self.client_host}:{self.argilla_port}"
 
     @property
     def db_path(self) -> Path:

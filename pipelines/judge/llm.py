@@ -29,15 +29,15 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-from pipelines.generate import judge_compact as compact
-from pipelines.generate.judge_compact import COMPACT_ASPECT, parse_digit, parse_letter
-from pipelines.generate.judge_parse import (JudgeParseError, ParsedPairwise, ParsedPointwise, parse_pairwise,
+from pipelines.judge import compact
+from pipelines.judge.compact import COMPACT_ASPECT, parse_digit, parse_letter
+from pipelines.judge.parse import (JudgeParseError, ParsedPairwise, ParsedPointwise, parse_pairwise,
                                             parse_pointwise)
-from pipelines.generate.judge_prompts import (  # noqa: F401 (the templates are re-exported)
+from pipelines.judge.prompts import (  # noqa: F401 (the templates are re-exported)
     ASPECT_HELP, ASPECTS, DEFAULT_LISTWISE_TEMPLATE, DEFAULT_PAIRWISE_TEMPLATE, DEFAULT_POINTWISE_TEMPLATE,
     DEFAULT_SYSTEM_PROMPT, PLACEHOLDER, REPAIR_PROMPT, render)
 from pipelines.llm.base import Generation, LLMBackend, Messages, SamplingParams
-from studio.errors import BackendError, BadInput
+from core.errors import BackendError, BadInput
 
 MODES = ("pointwise", "pairwise", "listwise")
 REPLY_FORMATS = ("json", "compact")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from pipelines.generate.judge_parse import SCORE_MAX, SCORE_MIN, JudgeParseError
+from pipelines.judge.parse import SCORE_MAX, SCORE_MIN, JudgeParseError
 
 COMPACT_ASPECT = "overall"   # the one score a compact reply gives
 

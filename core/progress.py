@@ -2,38 +2,45 @@
 
 An event is a dict: ``stage``, ``done``, ``total``, ``unit``, ``message``, ``fraction``, ``eta_s``,
 ``rate`` and any extra counters (``tokens``, ``cost_usd``, losses). ``ProgressReporter`` sends it to
-a tqdm bar on the terminal and, when the process runs as a job, to the job's row (at most once a
-second, plus the final state).
+a tqdm bar on the terminal and, when given a sink, to that sink (at most once a second, plus the final
+state). The app layer's sink writes the job's row (``studio.jobs.reporter``); core knows no storage.
 """
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm import tqdm
-
-from storage import jobs as job_store
-from storage.db import get_database
 
 DB_INTERVAL_S = 1.0
 
 
+class ProgressSink(Protocol):
+    """Where a reporter's events go besides the terminal (a job's row, for one)."""
+
+    job_id: str | None
+
+    def started(self) -> None: ...
+
+    def update(self, event: dict[str, Any]) -> None: ...
+
+    def finished(self, status: str, error: str | None) -> None: ...
+
+
 class ProgressReporter:
-    def __init__(self, job_id: str | None = None, show_bar: bool | None = None):
-        self.job_id = job_id
+    def __init__(self, sink: ProgressSink | None = None, show_bar: bool | None = None):
+        self.sink = sink
+        self.job_id = sink.job_id if sink is not None else None
         self.show_bar = sys.stderr.isatty() if show_bar is None else show_bar
         self.event: dict[str, Any] = {}
         self._bar: tqdm | None = None
         self._stage_started = time.monotonic()
         self._last_db = 0.0
         self._printed: str | None = None
-        if job_id:
-            import os
-
-            job_store.mark_started(get_database(), job_id, os.getpid(), socket.gethostname())
+        if sink is not None:
+            sink.started()
 
     def update(self, stage: str | None = None, done: float | None = None, total: float | None = None,
                message: str | None = None, unit: str | None = None, **extra: Any) -> None:
@@ -45,7 +52,7 @@ class ProgressReporter:
         self.event.update(extra)
         self._derive()
         self._show()
-        if self.job_id and time.monotonic() - self._last_db >= DB_INTERVAL_S:
+        if self.sink is not None and time.monotonic() - self._last_db >= DB_INTERVAL_S:
             self._flush()
 
     def __call__(self, message: str, fraction: float | None = None) -> None:
@@ -82,18 +89,18 @@ class ProgressReporter:
             if self.event.get("message"):
                 self._bar.set_postfix_str(str(self.event["message"])[:60], refresh=False)
             self._bar.refresh()
-        elif not self.job_id and self.event.get("message") and self.event["message"] != self._printed:
+        elif self.sink is None and self.event.get("message") and self.event["message"] != self._printed:
             self._printed = self.event["message"]  # no terminal: one line per new message, not per update
             print(self._printed, file=sys.stderr)
 
     def _flush(self) -> None:
         self._last_db = time.monotonic()
-        job_store.update_progress(get_database(), self.job_id, self.event)
+        self.sink.update(self.event)
 
     def finish(self, status: str = "succeeded", error: str | None = None) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        if self.job_id:
+        if self.sink is not None:
             self._flush()
-            job_store.mark_finished(get_database(), self.job_id, status, error)
+            self.sink.finished(status, error)

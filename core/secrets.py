@@ -16,8 +16,8 @@ import tomllib
 from pathlib import Path
 from typing import Iterable
 
-from studio import settings
-from studio.errors import BadInput, StorageError
+from core import settings
+from core.errors import BadInput, StorageError
 
 SECTION = "keys"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")

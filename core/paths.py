@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from studio.errors import BadInput
+from core.errors import BadInput
 
 MAX_PART_BYTES = 255          # what Linux, macOS and Windows allow for one path component
 _PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\- ]{0,127}$")
