@@ -30,7 +30,7 @@ def _run(comparison_id: str, job_id: str | None) -> int:
                        EXIT.get(result.status, 1))
 
     result = run_job(job_id, lambda reporter, stop: service.run_comparison(
-        comparison_id, progress=reporter.update, should_stop=stop), outcome).value
+        comparison_id, progress=reporter.update, should_stop=stop), outcome, stoppable=True).value
     o = result.outputs
     print(f"comparison {comparison_id}: {result.status}")
     print(f"  outputs  {o.generated} generated, {o.reused} reused from earlier comparisons, {o.already} already "

@@ -59,7 +59,7 @@ def _run(config, run_id: str | None, job_id: str | None) -> int:
 
     done = run_job(job_id, lambda reporter, stop: service.run_generation(
         config, run_id=run_id, job_id=job_id, progress=reporter, should_stop=stop), outcome,
-        stop_notice="Stopping after the current batch")
+        stoppable=True, stop_notice="Stopping after the current batch")
     _print_summary(done.value)
     return done.outcome.exit_code
 

@@ -54,6 +54,14 @@ class StopSignal:
         self._previous.clear()
 
 
+class _NoSignals:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How finished work ends: the job's status (succeeded, failed, cancelled), its message, the exit code."""
@@ -70,15 +78,18 @@ class JobResult(Generic[T]):
 
 
 def run_job(job_id: str | None, work: Callable[[ProgressReporter, StopSignal], T],
-            outcome: Callable[[T], Outcome] = lambda _: Outcome(), *, show_bar: bool | None = None,
-            also_stop: Callable[[], bool] | None = None, stop_notice: str | None = None,
-            reporter: ProgressReporter | None = None) -> JobResult[T]:
+            outcome: Callable[[T], Outcome] = lambda _: Outcome(), *, stoppable: bool = False,
+            show_bar: bool | None = None, also_stop: Callable[[], bool] | None = None,
+            stop_notice: str | None = None) -> JobResult[T]:
     """Run ``work(reporter, should_stop)`` and finish the job by what ``outcome(result)`` says.
 
+    ``stoppable`` work checks ``should_stop`` at safe points, so SIGTERM and the first Ctrl-C only ask
+    it to stop; other work keeps the default signal handling (a cancel ends the process at once).
     An exception finishes the job as failed (cancelled for Ctrl-C) with its message, then propagates:
     the CLI prints a StudioError as one line, anything else is a bug with its traceback in the log."""
-    reporter = reporter or jobs.reporter(job_id, show_bar)
-    with StopSignal(also_stop, stop_notice) as stop:
+    reporter = jobs.reporter(job_id, show_bar)
+    stop = StopSignal(also_stop, stop_notice)
+    with stop if stoppable else _NoSignals():
         try:
             value = work(reporter, stop)
         except BaseException as exc:

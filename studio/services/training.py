@@ -204,7 +204,8 @@ def execute_run(run_id: str, job_id: str | None = None, show_bar: bool | None = 
         final = _get_row(run_id)
         return Outcome(JOB_STATUS.get(final.status, "failed"), final.error)
 
-    run_job(job_id, train, outcome, show_bar=show_bar, also_stop=lambda: queue.cancel_marker(run_id).exists())
+    run_job(job_id, train, outcome, stoppable=True, show_bar=show_bar,
+            also_stop=lambda: queue.cancel_marker(run_id).exists())
     return get_run(run_id)
 
 
