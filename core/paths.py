@@ -14,19 +14,19 @@ import re
 from pathlib import Path
 
 from core.errors import BadInput
+from core.inputs import MAX_PART_BYTES, quote
 
-MAX_PART_BYTES = 255          # what Linux, macOS and Windows allow for one path component
 _PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\- ]{0,127}$")
 
 
 def _text(name: object, what: str) -> str:
     if not isinstance(name, (str, os.PathLike)):
-        raise BadInput(f"The {what} {name!r} is not text.", hint=f"Type the {what} as plain text.")
+        raise BadInput(f"The {what} {quote(name)} is not text.", hint=f"Type the {what} as plain text.")
     text = os.fspath(name)
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     if "\x00" in text:
-        raise BadInput(f"The {what} {text!r} contains a NUL byte.", hint=f"Remove the NUL character from the {what}.")
+        raise BadInput(f"The {what} {quote(text)} contains a NUL byte.", hint=f"Remove the NUL character from the {what}.")
     if not text.strip():
         raise BadInput(f"No {what} was given.", hint=f"Type a {what}, e.g. 'my-export.jsonl'.")
     return text.strip()
@@ -42,9 +42,12 @@ def safe_child(base: str | os.PathLike, name: str | os.PathLike, *, what: str = 
     text = _text(name, what)
     root = Path(base).resolve()
     candidate = Path(text)
-    resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    try:
+        resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    except (OSError, RuntimeError):  # a link loop: it leads nowhere inside
+        resolved = root.parent
     if text.startswith("~") or resolved == root or not resolved.is_relative_to(root):  # '~' means a home elsewhere
-        raise BadInput(f"The {what} {text!r} points outside {root}.",
+        raise BadInput(f"The {what} {quote(text, 120)} points outside {root}.",
                        hint=f"Give a plain name such as 'my-export.jsonl': it is saved under {root}. "
                             "Sub-folders are fine; '..', other absolute paths and links that lead out are not.")
     too_long = [part for part in resolved.relative_to(root).parts if len(part.encode("utf-8")) > MAX_PART_BYTES]
@@ -59,6 +62,6 @@ def plain_name(name: str, *, what: str = "name") -> str:
     leading dot, 1-128 letters, digits, spaces, '.', '_' or '-'."""
     text = _text(name, what)
     if not _PLAIN.match(text) or text in (".", ".."):
-        raise BadInput(f"The {what} {text!r} is not allowed.",
+        raise BadInput(f"The {what} {quote(text)} is not allowed.",
                        hint="Use 1-128 letters, digits, spaces, '.', '_' or '-', starting with a letter or digit.")
     return text

@@ -44,7 +44,8 @@ class ProgressReporter:
 
     def update(self, stage: str | None = None, done: float | None = None, total: float | None = None,
                message: str | None = None, unit: str | None = None, **extra: Any) -> None:
-        if stage is not None and stage != self.event.get("stage"):
+        new_stage = stage is not None and stage != self.event.get("stage")
+        if new_stage:
             self._new_stage(stage, total, unit)
         for key, value in (("done", done), ("total", total), ("message", message), ("unit", unit)):
             if value is not None:
@@ -52,7 +53,9 @@ class ProgressReporter:
         self.event.update(extra)
         self._derive()
         self._show()
-        if self.sink is not None and time.monotonic() - self._last_db >= DB_INTERVAL_S:
+        # a new stage is written at once: a page must never show the last stage's "8/8" while a
+        # slow next stage (a judge, say) works for minutes
+        if self.sink is not None and (new_stage or time.monotonic() - self._last_db >= DB_INTERVAL_S):
             self._flush()
 
     def __call__(self, message: str, fraction: float | None = None) -> None:
@@ -63,7 +66,7 @@ class ProgressReporter:
             self.update(stage=message, done=round(fraction * 100, 1), total=100, unit="%", message=message)
 
     def _new_stage(self, stage: str, total: float | None, unit: str | None) -> None:
-        self.event = {"stage": stage, "done": 0}
+        self.event = {"stage": stage, "done": 0, "stage_started_at": round(time.time(), 1)}
         self._stage_started = time.monotonic()
         if self._bar is not None:
             self._bar.close()

@@ -25,6 +25,8 @@ ENV_HELP = {
     "STUDIO_HOST": "address the studio's servers bind to; default 127.0.0.1",
     "STUDIO_APP_PORT": "port of the Streamlit app; default 8501",
     "STUDIO_LLM_PORT": "port of the embedded OpenAI-compatible llama.cpp server; default 8765",
+    "STUDIO_LLM_PARALLEL": "requests the embedded server decodes at once (continuous batching); default 8",
+    "STUDIO_LLM_THREADS": "CPU threads of the embedded server; default half the cores (at least 1)",
     "STUDIO_DB_BUSY_TIMEOUT": "seconds to wait for another process to release the database; default 60",
     "STUDIO_ARGILLA_PORT": "port of the embedded Argilla server (review UI and API); default 6900",
     "STUDIO_REDIS_PORT": "port of the Redis the studio starts for Argilla's queue; default 6379",
@@ -35,14 +37,22 @@ ENV_HELP = {
 }
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, low: int = 0, high: int = 10**9) -> int:
     raw = os.environ.get(name)
     if raw in (None, ""):
         return default
     try:
-        return int(raw)
+        value = int(raw) if len(raw) <= 20 else None
     except ValueError:
-        raise StorageError(f"{name}={raw!r} is not a whole number.", hint=f"Set {name} to e.g. {default}.") from None
+        value = None
+    if value is None or not low <= value <= high:
+        raise StorageError(f"{name}={raw[:40]!r} is not a whole number from {low} to {high}.",
+                           hint=f"Set {name} to e.g. {default}.") from None
+    return value
+
+
+def _env_port(name: str, default: int) -> int:
+    return _env_int(name, default, 1, 65535)
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,8 @@ class Settings:
     host: str = "127.0.0.1"
     app_port: int = 8501
     llm_port: int = 8765
+    llm_parallel: int = 8              # slots of the embedded server: the embedded endpoint's concurrency
+    llm_threads: int = 0               # 0: half the cores, at least 1
     db_busy_timeout_s: float = 60.0
     argilla_port: int = 6900
     redis_port: int = 6379
@@ -68,12 +80,14 @@ class Settings:
             home=home,
             cache_dir=cache.resolve(),
             host=os.environ.get("STUDIO_HOST") or "127.0.0.1",
-            app_port=_env_int("STUDIO_APP_PORT", 8501),
-            llm_port=_env_int("STUDIO_LLM_PORT", 8765),
+            app_port=_env_port("STUDIO_APP_PORT", 8501),
+            llm_port=_env_port("STUDIO_LLM_PORT", 8765),
+            llm_parallel=_env_int("STUDIO_LLM_PARALLEL", 8, 1, 64),
+            llm_threads=_env_int("STUDIO_LLM_THREADS", 0, 0, 256),
             db_busy_timeout_s=float(_env_int("STUDIO_DB_BUSY_TIMEOUT", 60)),
-            argilla_port=_env_int("STUDIO_ARGILLA_PORT", 6900),
-            redis_port=_env_int("STUDIO_REDIS_PORT", 6379),
-            search_port=_env_int("STUDIO_SEARCH_PORT", 9200),
+            argilla_port=_env_port("STUDIO_ARGILLA_PORT", 6900),
+            redis_port=_env_port("STUDIO_REDIS_PORT", 6379),
+            search_port=_env_port("STUDIO_SEARCH_PORT", 9200),
             search_url=(os.environ.get("STUDIO_SEARCH_URL") or "").strip().rstrip("/") or None,
             argilla_url=(os.environ.get("STUDIO_ARGILLA_URL") or "").strip().rstrip("/") or None,
         )

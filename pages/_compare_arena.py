@@ -5,10 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._compare_view import pick_comparison
-from pages._ui import attempt, track_job
+from pages._ui import attempt, track_job, watch_jobs
 from studio.services import compare as compare_svc
 from studio.services import review as review_svc
 
+LIVE_REFRESH_S = 2.0
 CHOICES = (("a", "A is better", "a"), ("b", "B is better", "b"), ("tie", "Tie", "t"), ("both_bad", "Both bad", "x"))
 
 
@@ -17,9 +18,12 @@ def arena_tab() -> None:
     if summary is None:
         return
     argilla_section(summary.comparison_id)
-    voter = st.text_input("Your name", value=st.session_state.get("cmp_voter") or compare_svc.default_voter(),
-                          key="cmp_voter_input")
-    st.session_state["cmp_voter"] = voter
+    voter = st.text_input("Your name", value=st.session_state.get("cmp_voter") or "", key="cmp_voter_input",
+                          placeholder="who is voting", help="Each person votes once per pair, under their own name.")
+    st.session_state["cmp_voter"] = voter = voter.strip()
+    if not voter:
+        st.info("Type your name above to start voting: votes are counted per person, once per pair.")
+        return
     reveal = st.session_state.pop("cmp_reveal", None)
     if reveal:
         st.success(reveal, icon=":material/visibility:")
@@ -54,6 +58,9 @@ def arena_tab() -> None:
 def argilla_section(comparison_id: str) -> None:
     """More voters: the comparison's pairs as a blind review dataset in Argilla; its answers come back
     as human votes (Review page's pull, or the button here) into this leaderboard."""
+    # a push or pull started here shows its progress here, and the page refreshes when it ends (new votes)
+    watch_jobs(review_svc.PUSH_JOB, LIVE_REFRESH_S)
+    watch_jobs(review_svc.PULL_JOB, LIVE_REFRESH_S)
     with st.expander("Collect votes from reviewers in Argilla"):
         st.caption("Sends every pair of models on every prompt, in a random order with the model names hidden. "
                    "What each reviewer submits there becomes their vote here after a pull.")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._ui import attempt, flash, track_job
+from pages._widgets import params_form
 from studio.services import compare as compare_svc
+from studio.services.generate_form import rubric_form
 from studio.services import generate as gen_svc
 from studio.services import models as models_svc
 from studio.services import seeds as seeds_svc
@@ -45,7 +47,11 @@ def _judge(targets: dict[str, str]) -> dict | None:
         return {"kind": "llm", "target": target}
     if kind == "rubric":
         names = [r.name for r in compare_svc.list_rubrics()]
-        return {"kind": "rubric", "rubric": st.selectbox("Rubric", names, key="cmp_rubric")}
+        name = st.selectbox("Rubric", names, index=names.index("answer_quality") if "answer_quality" in names else 0,
+                            key="cmp_rubric")
+        form = rubric_form(name)
+        st.caption(form.description)
+        return {"kind": "rubric", "rubric": name, "params": params_form(form, form.start, key=f"cmp_rubric_{name}")}
     return None
 
 
@@ -72,6 +78,9 @@ def new_tab() -> None:
             track_job(compare_svc.JOB_KIND, created.job_id)
             for warning in created.warnings:
                 flash(f"Warning: {warning}")
+            if created.problems:  # rows of an uploaded file that were skipped: said, never dropped silently
+                shown = "; ".join(created.problems[:5]) + (" ..." if len(created.problems) > 5 else "")
+                flash(f"Warning: {len(created.problems)} rows of the prompt file were skipped: {shown}")
             flash(f"Started comparison {created.comparison_id} on {created.prompts} prompts in the background.")
             st.session_state["cmp_pick"] = created.comparison_id
             st.rerun()

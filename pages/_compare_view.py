@@ -20,7 +20,8 @@ def pick_comparison(key: str) -> compare_svc.ComparisonSummary | None:
     st.session_state["cmp_pick"] = picked
     summary = next(c for c in found if c.comparison_id == picked)
     counts = summary.counts
-    st.caption(f"{counts['prompts']} prompts · {counts['outputs']} answers ({counts['truncated']} truncated) · "
+    st.caption(f"{counts['prompts']} prompts · {counts['outputs']} answers ({counts['cut_off']} cut off at the token "
+               f"limit, {counts['truncated']} with the prompt shortened to fit) · "
                f"{counts['human_votes']} human votes · {counts['judge_votes']} judge votes")
     for message in [*summary.report.get("messages", []), *summary.spec.get("warnings", [])]:
         st.warning(message)
@@ -42,7 +43,8 @@ def _one_prompt(row, reference_model: str | None) -> None:
         with column:
             st.markdown(f"**{answer.model}**")
             score = f" · reward {answer.reward_score:.3f}" if answer.reward_score is not None else ""
-            cut = " · :orange[prompt truncated]" if answer.truncated else ""
+            cut = (" · :orange[prompt truncated]" if answer.truncated else "") + \
+                (" · :orange[cut off at the token limit]" if answer.cut_off else "")
             st.caption(f"{answer.words} words{score}{cut}")
             if first is None or answer is first:
                 st.text(answer.text)

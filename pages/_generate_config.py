@@ -9,21 +9,19 @@ base and bumps a version that is part of every widget key, so each widget restar
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 
 import streamlit as st
 import yaml
 
 from pages._ui import attempt, flash
-from pages._widgets import choice
-from core.errors import BadInput
+from pages._widgets import choice, params_form
 from studio.services import generate as gen_svc
 # The typed config the generate service takes, and the default prompt texts shown for editing.
 from studio.services.generate_form import (ASPECTS, DEFAULT_LISTWISE_TEMPLATE, DEFAULT_PAIRWISE_TEMPLATE,
                                            DEFAULT_POINTWISE_TEMPLATE, EVOL_OPERATIONS, INSTRUCTION_TEMPLATES,
                                            SMALL_JUDGE_EXPECTATION, GenerationConfig, check_rubric_params,
-                                           list_rubrics)
+                                           list_rubrics, rubric_form)
 
 BASE_KEY, VERSION_KEY = "gen_base", "gen_version"
 METHODS = {"self_instruct": "Self-Instruct: an LLM writes new tasks from each seed",
@@ -125,17 +123,14 @@ def judge_section(data: dict, targets: dict) -> None:
     else:
         judge["mode"] = "pointwise"
         rubric = judge["rubric"]
-        rubrics = {r.name: r for r in list_rubrics()}
+        names, configured = [r.name for r in list_rubrics()], rubric["name"]
         with c1:
-            rubric["name"] = choice("Rubric", {name: name for name in rubrics}, rubric["name"], key=_key("rubric"))
-            chosen = rubrics.get(rubric["name"])
-            if chosen is not None:
-                names = [f.name for f in dataclasses.fields(chosen.params_type)] if chosen.params_type else []
-                st.caption(chosen.description + (f" Parameters: {', '.join(names)}." if names else ""))
-        text = c2.text_area("Rubric parameters (YAML)", _dump(rubric.get("params") or {}), key=_key("rubric_params"),
-                            height=100, placeholder="min_words: 20")
-        ok, params = attempt(_yaml_mapping, text)
-        rubric["params"] = params if ok else rubric.get("params") or {}
+            rubric["name"] = choice("Rubric", {name: name for name in names}, configured, key=_key("rubric"))
+        form = rubric_form(rubric["name"])
+        c2.caption(form.description)
+        # the configured params belong to the configured rubric; another one starts from its own valid values
+        values = {**form.start, **(rubric.get("params") or {})} if rubric["name"] == configured else form.start
+        rubric["params"] = params_form(form, values, key=_key(f"rubric_{rubric['name']}"))
     c1, c2 = st.columns(2, vertical_alignment="center")
     sft = c1.checkbox("Also make SFT pairs from each instruction's best candidate",
                       judge.get("min_sft_score") is not None, key=_key("sft"))
@@ -247,12 +242,3 @@ def config_editor(targets: dict, sets: list) -> GenerationConfig | None:
 def _dump(value) -> str:
     return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
 
-
-def _yaml_mapping(text: str) -> dict:
-    try:
-        value = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        raise BadInput(f"The rubric parameters are not valid YAML: {exc}.", hint="Write `key: value` lines.") from None
-    if not isinstance(value, dict):
-        raise BadInput("The rubric parameters must be a mapping.", hint="Write `key: value` lines, e.g. `min_words: 20`.")
-    return value

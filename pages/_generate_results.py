@@ -139,13 +139,20 @@ def export_form(kind: str, filters: dict) -> None:
         stamp = st.session_state.setdefault("export_stamp", datetime.now().strftime("%Y%m%d-%H%M%S"))
         default = settings.current().home / "exports" / f"{kind}-{filters['run_id'] or 'all'}-{stamp}"
         path = c2.text_input("Path (the extension follows the format)", str(default), key="export_path")
-        overwrite = st.checkbox("Overwrite if it exists", key="export_overwrite")
+        overwrite = st.checkbox("Overwrite if it is an earlier export (never anything else)", key="export_overwrite")
         if st.form_submit_button(f"Export {KINDS[kind].lower()}"):
             target = path.strip() + (EXTENSIONS[fmt] if not path.strip().endswith(EXTENSIONS[fmt] or "/") else "")
             ok, summary = attempt(gen_svc.export_pairs, kind, fmt, target, filters, overwrite=overwrite)
             if ok:
-                st.success(f"Exported {summary.rows:,} {KINDS[kind].lower()} to `{summary.path}` ({summary.fmt}).",
-                           icon=":material/check_circle:")
+                st.session_state["export_done"] = summary
+    done = st.session_state.get("export_done")
+    if done is not None:   # outside the form: a download button cannot live in one
+        st.success(f"Exported {done.rows:,} {KINDS[done.kind].lower()} to `{done.path}` ({done.fmt}).",
+                   icon=":material/check_circle:")
+        ok, download = attempt(gen_svc.export_download, done.path)
+        if ok:
+            st.download_button(f"Download {download.file_name}", download.data, download.file_name, download.mime,
+                               icon=":material/download:", key="export_download")
 
 
 def follow_selection(rows: list[dict], selected: list[int]) -> None:

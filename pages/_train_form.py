@@ -27,34 +27,56 @@ def _field_input(section: str, info, value, key: str):
     if info.kind == "float":
         return float(st.number_input(label, value=float(value), format="%g", help=info.help, key=key))
     if info.kind == "list":
-        text = st.text_input(label, ", ".join(value), help=info.help, key=key)
-        return [part.strip() for part in text.split(",") if part.strip()]
+        text = st.text_input(label, ", ".join(str(v) for v in value), help=info.help, key=key)
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        # numbers for a list of numbers; anything else is left for the spec's own message
+        return [int(p) if info.item == "int" and p.lstrip("-").isdigit() else p for p in parts]
     return st.text_input(label, str(value), help=info.help, key=key)
 
 
-def _section(section: str, values: dict, preset: str) -> dict:
+def _section(section: str, values: dict, preset: str, recipe: str, method: str | None = None) -> dict:
+    """The section's fields; for hyper, only the recipe's own (a DPO form has beta, no kl_coef); for peft,
+    only ``method``'s (a ReFT form has layers and positions)."""
     out = {}
     columns = st.columns(3)
-    for i, info in enumerate(form_svc.form_fields(section)):
+    for i, info in enumerate(form_svc.form_fields(section, recipe, method)):
         with columns[i % 3]:
             out[info.name] = _field_input(section, info, values.get(info.name, info.default),
                                           key=f"{section}_{preset}_{info.name}")
     return out
 
 
+def _monitoring() -> list[str]:
+    loggers = form_svc.monitoring()
+    chosen = st.multiselect("Monitoring", loggers.installed, key="run_report_to",
+                            help="Also log the run's curves to these, under the run's folder "
+                                 "(STUDIO_HOME/runs/<run>/); the README says how to point each at a team server.")
+    if loggers.missing:
+        st.caption(f"Not installed: {', '.join(loggers.missing)} (`{loggers.install_hint}`).")
+    return chosen
+
+
 def _choose_data_and_model() -> dict | None:
-    snapshots = {s.id: f"{s.name or 'unnamed'} · {s.record_kind} · {s.n_train} train" for s in snap_svc.list_snapshots()}
+    listed = snap_svc.list_snapshots()
+    snapshots = {s.id: f"{s.name or 'unnamed'} · {s.record_kind} · {s.n_train} train" for s in listed}
     models = {m.name: f"{m.name} ({m.kind})" for m in models_svc.list_models() if m.hf_path or m.adapter_path}
     if not snapshots or not models:
         st.info("A run needs a snapshot (the **Data** tab) and a base model with a transformers folder "
                 "(the **Models** page: `python -m studio models pull`).")
         return None
     left, right = st.columns(2)
-    recipes = form_svc.recipes()
     data = {"name": left.text_input("Run name", "my-run"),
             "snapshot_id": choice("Snapshot", snapshots, key="run_snapshot"),
-            "base_model": choice("Base model", models, key="run_base"),
-            "recipe": right.selectbox("Recipe", list(recipes), format_func=lambda r: f"{r}: {' → '.join(recipes[r])}")}
+            "base_model": choice("Base model", models, key="run_base")}
+    kind = next(s.record_kind for s in listed if s.id == data["snapshot_id"])
+    recipes = form_svc.recipes_for(kind)   # only what this data can train, the usual choice first
+    data["recipe"] = right.selectbox("Recipe", list(recipes), key=f"run_recipe_{kind}",
+                                     format_func=lambda r: f"{r}: {' → '.join(recipes[r])}",
+                                     help=f"The recipes that learn from a {kind} snapshot.")
+    data["processes"] = int(right.number_input(
+        "Processes", min_value=1, max_value=64, value=1, step=1, key="run_processes",
+        help="Training processes on this machine (data parallel: one per GPU). Above 1 the run starts them with "
+             "`accelerate launch`; the run shows and cancels like any other."))
     if data["recipe"] in form_svc.SFT_PREFIXABLE:
         data["include_sft"] = right.checkbox("Run SFT first", help="An SFT stage first; later stages start from it.")
     if data["recipe"] in ("ppo", "grpo", "rloo"):
@@ -71,9 +93,13 @@ def new_run_tab() -> None:
     presets = form_svc.presets()
     preset = choice("Preset", PRESET_LABELS, key="run_preset")
     with st.expander("PEFT", expanded=True):
-        data["peft"] = _section("peft", presets[preset]["peft"], preset)
-    with st.expander("Hyperparameters", expanded=True):
-        data["hyper"] = _section("hyper", presets[preset]["hyper"], preset)
+        values = presets[preset]["peft"]
+        method_field = next(f for f in form_svc.form_fields("peft") if f.name == "method")
+        method = _field_input("peft", method_field, values["method"], key=f"peft_{preset}_method")
+        data["peft"] = {"method": method, **_section("peft", values, preset, data["recipe"], method)}
+    with st.expander(f"Hyperparameters ({data['recipe']})", expanded=True):
+        data["hyper"] = _section("hyper", presets[preset]["hyper"], preset, data["recipe"])
+    data["report_to"] = _monitoring()
     ok, spec = attempt(form_svc.build_spec, data)
     if not ok:
         return

@@ -18,14 +18,18 @@ CHART_GROUPS = {"loss": ("loss", "eval_loss"), "learning rate": ("learning_rate"
 def _runs_table() -> None:
     runs = train_svc.list_runs()
     st.dataframe([{"run": r.name, "id": r.id, "recipe": r.recipe, "stages": " → ".join(r.stages),
-                   "status": r.status, "queue": r.queue_position, "progress": _progress(r.progress),
+                   "status": r.status, "queue": r.queue_position, "progress": _progress(r.progress, r.status),
                    "device": r.device, "output model": r.output_model, "started": r.started_at}
                   for r in runs], hide_index=True, width="stretch")
 
 
-def _progress(p: dict) -> str:
-    if not p:
+def _progress(p: dict, status: str) -> str:
+    """The live progress of an active run; an ended run's last event ('waiting for cpu', an ETA) is
+    history, so only its final step and loss show."""
+    if not p or (status not in ACTIVE and p.get("stage") == "queued"):
         return ""
+    if status not in ACTIVE:
+        p = {k: v for k, v in p.items() if k != "eta_s"}
     text = f"{p.get('done')}/{p.get('total')}" if p.get("total") else str(p.get("message") or "")
     if p.get("loss") is not None:
         text += f" · loss {p['loss']:.4g}"
@@ -40,7 +44,7 @@ def _charts(run_id: str, was_active: bool = False) -> None:
     if was_active and s.status not in ACTIVE:  # ended: refresh buttons, table and evaluation; stop polling
         st.rerun(scope="app")
     (st.error if s.status in ("failed", "interrupted") else st.markdown)(
-        f"**{s.status}** · {_progress(s.progress)}" + (f"\n\n{s.error}" if s.error else ""))
+        f"**{s.status}** · {_progress(s.progress, s.status)}" + (f"\n\n{s.error}" if s.error else ""))
     if s.hint:
         st.info(s.hint)
     if detail.memory:
@@ -106,6 +110,11 @@ def _evaluation(run_id: str) -> None:
         st.dataframe(rows, hide_index=True)
     else:
         st.caption("No judged votes yet: vote in the Compare page's arena, or judge the comparison there.")
+    prompts = summary.counts.get("prompts", 0)
+    if prompts < train_svc.MEANINGFUL_EVAL_PROMPTS:
+        st.warning(f"Only {prompts} held-out prompt(s): too few for a win rate worth reading. Hold out more "
+                   f"when you make the snapshot (**Data** tab, eval fraction), at least "
+                   f"{train_svc.MEANINGFUL_EVAL_PROMPTS} prompts, or generate more pairs.", icon=":material/warning:")
 
 
 def runs_tab() -> None:

@@ -7,7 +7,11 @@ Helpers here render and call ``studio`` services only; they never touch SQL, HTT
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
 
 from studio import jobs
 from core.errors import NotFound, StudioError
@@ -35,6 +39,18 @@ def attempt(action, *args, **kwargs) -> tuple[bool, object]:
         return False, None
 
 
+PAGES_DIR = Path(__file__).resolve().parent
+
+
+def page_link(page: str, label: str) -> None:
+    """A link to ``pages/<page>.py`` (the app's navigation); plain text where the page is rendered on
+    its own, outside the app (a single-page AppTest)."""
+    try:
+        st.page_link(PAGES_DIR / f"{page}.py", label=label, icon=":material/arrow_forward:")
+    except StreamlitPageNotFoundError:
+        st.markdown(f"→ {label}")
+
+
 def flash(message: str) -> None:
     """Say something after the next rerun (used when an action reruns the page to refresh lists)."""
     st.session_state["_flash"] = [*st.session_state.get("_flash", []), message]
@@ -42,7 +58,10 @@ def flash(message: str) -> None:
 
 def show_flashes() -> None:
     for message in st.session_state.pop("_flash", []):
-        st.success(message, icon=":material/check_circle:")
+        if message.startswith("Warning:"):
+            st.warning(message.removeprefix("Warning:").strip(), icon=":material/warning:")
+        else:
+            st.success(message, icon=":material/check_circle:")
 
 
 def state_label(state: str) -> str:
@@ -99,8 +118,15 @@ def progress_text(job: jobs.JobInfo) -> tuple[float, str]:
             parts.append(f"{human_bytes(done)} / {human_bytes(total)}")
         else:
             parts.append(f"{done:,.0f} / {total:,.0f} {unit}".rstrip())
-    if p.get("eta_s") is not None:
+    if p.get("answered") and (done or 0) < (total or 0):   # calls finished inside batches not yet written
+        parts.append(f"{p['answered']:,} calls answered")
+    started = p.get("stage_started_at")
+    if job.status == "running" and started:
+        parts.append(f"running {format_duration(max(0.0, time.time() - float(started)))}")
+    if p.get("eta_s") is not None and (done or 0) < (total or 0):
         parts.append(f"ETA {format_duration(p['eta_s'])}")
+    elif job.status == "running" and total and not done:
+        parts.append("ETA after the first batch")
     if p.get("tokens"):
         parts.append(f"{human_count(p['tokens'])} tokens")
     if p.get("cost_usd"):
@@ -149,7 +175,9 @@ def _known_jobs(job_ids) -> list[jobs.JobInfo]:
 def _announce(ended: list[jobs.JobInfo]) -> None:
     for job in ended:
         label = job.name or job.kind
-        if job.status == "succeeded":
+        if job.status == "succeeded" and job.error:
+            st.warning(f"{label} finished with warnings: {job.error}", icon=":material/warning:")
+        elif job.status == "succeeded":
             st.success(f"{label} finished.", icon=":material/check_circle:")
         elif job.status == "cancelled":
             st.warning(f"{label} was cancelled.")

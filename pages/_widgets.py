@@ -48,3 +48,40 @@ def pager(total: int, key: str) -> tuple[int, int]:
     st.session_state[key] = page
     info_col.markdown(f"Page **{page + 1}** of **{pages}** · {total:,} in all")
     return size, page * size
+
+
+def field_input(info: Any, value: Any, key: str) -> Any:
+    """One widget for a documented spec field (``core.specs.FieldDoc``: name, kind, help, choices):
+    a selectbox for choices, a checkbox, a number (empty allowed where the field may be None), or
+    text; a list is one item per line."""
+    label, optional = info.name.replace("_", " "), "None" in getattr(info, "type", "")
+    if info.choices:
+        return st.selectbox(label, info.choices, index=list(info.choices).index(value), help=info.help, key=key)
+    if info.kind == "bool":
+        return st.checkbox(label, bool(value), help=info.help, key=key)
+    if info.kind in ("int", "float"):
+        cast = int if info.kind == "int" else float
+        number = st.number_input(label, value=None if value is None else cast(value), step=1 if cast is int else None,
+                                 format=None if cast is int else "%g", help=info.help, key=key,
+                                 placeholder="empty = no limit" if optional else None)
+        return None if number is None else cast(number)
+    if info.kind == "list":
+        text = st.text_area(label, "\n".join(str(v) for v in value or ()), help=f"{info.help} One per line.",
+                            key=key, height=68)
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    return st.text_input(label, "" if value is None else str(value), help=info.help, key=key)
+
+
+def params_form(form: Any, values: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A rubric's parameters (``generate_form.RubricForm``) as widgets; returns the values that differ
+    from the defaults (a config stays short) or from the form's start (a cleared example value is kept
+    as cleared)."""
+    defaults = {f.name: f.default for f in form.fields}
+    out = {}
+    columns = st.columns(2) if form.fields else []
+    for i, info in enumerate(form.fields):
+        with columns[i % 2]:
+            value = field_input(info, values.get(info.name, form.start.get(info.name)), f"{key}_{info.name}")
+        if value != defaults.get(info.name) or value != form.start.get(info.name):
+            out[info.name] = value
+    return out

@@ -23,6 +23,7 @@ JOB_KIND = "generation"
 ACTIVE = ("queued", "running")
 LIVE_REFRESH_S = 2.0
 TIME_FORMAT = "%Y-%m-%d %H:%M"
+STATUS_LABELS = {"warnings": "succeeded with warnings"}
 
 
 def run_rows(runs: list) -> list[dict]:
@@ -32,7 +33,7 @@ def run_rows(runs: list) -> list[dict]:
     def when(moment) -> str:
         return moment.strftime(TIME_FORMAT) if moment else "—"
 
-    return [{"run": r.name, "status": r.status,
+    return [{"run": r.name, "status": STATUS_LABELS.get(r.status, r.status),
              "instructions": pair(r.counts.get("instructions_kept", 0), r.counts.get("instructions", 0)),
              "responses": pair(r.counts.get("responses_kept", 0), r.counts.get("responses", 0)),
              "judged": r.counts.get("judgments", 0), "unparsable": r.counts.get("judgments_failed", 0),
@@ -53,8 +54,9 @@ def runs_table() -> None:
     # option labels never change with the run's state: a selectbox whose label changes keeps showing the old one
     picked = choice("Run", {r.run_id: f"{r.name} · {r.run_id}" for r in runs}, key="run_pick")
     run = next(r for r in runs if r.run_id == picked)
-    note = f"**{run.status}**" + (f" · {run.message}" if run.message else "")
-    (st.error if run.status in ("failed", "interrupted") else st.markdown)(note)
+    note = f"**{STATUS_LABELS.get(run.status, run.status)}**" + (f" · {run.message}" if run.message else "")
+    show = {"failed": st.error, "interrupted": st.error, "warnings": st.warning, "partial": st.warning}
+    show.get(run.status, st.markdown)(note)
     stop_col, resume_col, _ = st.columns([1, 1, 4])
     if stop_col.button("Stop", disabled=run.status not in ACTIVE, width="stretch"):
         if attempt(gen_svc.stop_generation, run.run_id)[0]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._ui import attempt, show_error, state_label, watch_jobs
+from pages._ui import attempt, page_link, show_error, state_label, watch_jobs
 from core.errors import StudioError
 from studio.services import demo as demo_service
 from studio.services import status as status_service
@@ -27,11 +27,26 @@ except StudioError as err:
     show_error(err)
     st.stop()
 
+NEXT_STEPS_REFRESH_S = 10.0
+
+
+def next_steps() -> None:
+    """Re-read every few seconds (a fragment rerun), so the advice follows work that finishes in the
+    background; a full page run uses the status read above."""
+    steps = status_service.get_status().next_steps if st.session_state.get("_home_steps_shown") else status.next_steps
+    st.session_state["_home_steps_shown"] = True
+    for step in steps:
+        if step.page:
+            page_link(step.page, step.text)
+        else:
+            st.markdown(f"→ {step.text}")
+        if step.command:
+            st.code(step.command, language="bash")
+
+
 st.subheader("What to do next")
-if status.next_steps:
-    st.markdown("\n".join(f"{i}. {step}" for i, step in enumerate(status.next_steps, 1)))
-else:
-    st.success("Nothing is waiting for you.")
+st.session_state["_home_steps_shown"] = False
+st.fragment(next_steps, run_every=NEXT_STEPS_REFRESH_S)()
 
 st.subheader("Services")
 if not status.services:

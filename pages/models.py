@@ -51,12 +51,23 @@ def remove_form(what: str, names: list[str], remove, with_files: bool = False) -
             st.rerun()
 
 
+def model_card_section(names: list[str]) -> None:
+    with st.expander("Model card"):
+        name = st.selectbox("Model", names, key="card_model")
+        ok, card = attempt(svc.model_card, name)
+        if ok and card:
+            st.markdown(card)
+        elif ok:
+            st.caption(f"{name} has no model card (cards are written for models the studio trains).")
+
+
 def models_section() -> None:
     st.subheader("Registered models")
     models = svc.list_models()
     active_pulls = watch_jobs("pull")
     if models:
         st.dataframe(model_rows(models), hide_index=True, width="stretch")
+        model_card_section([m.name for m in models])
     else:
         st.info("No model is registered yet. Pull SmolLM2-135M-Instruct (135 M parameters, about 90 MB; the "
                 "embedded llama.cpp endpoint serves it), or add a folder, GGUF file or hub id below.")
@@ -101,7 +112,7 @@ def endpoints_section() -> None:
                                  api_key_env=key_env.strip() or None, api_key=api_key or None,
                                  concurrency=int(concurrency), timeout_s=float(timeout_s), max_retries=int(retries))
             if ok:
-                flash(f"Added endpoint {record.name}.")
+                flash(" ".join(filter(None, [f"Added endpoint {record.name}.", svc.credentials_notice(base_url)])))
                 st.rerun()
     with remove:
         remove_form("endpoint", [e.name for e in endpoints if not e.embedded], svc.remove_endpoint)

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Idempotent setup of everything the studio needs; quick when nothing changed.
 #   bash scripts/setup.sh          runtime (the app, the embedded services)
-#   bash scripts/setup.sh --test   also the test tools (pytest, Playwright + Debian's Chromium)
+#   bash scripts/setup.sh --test   also the test tools (pytest, Playwright + Debian's Chromium) and the loggers
+#   bash scripts/setup.sh --monitoring   also TensorBoard, Weights & Biases and MLflow (a run's report_to)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PYTHON=${PYTHON:-python3}
 VENV="$ROOT/.venv"
 WITH_TESTS=0
-[ "${1:-}" = "--test" ] && WITH_TESTS=1
+WITH_MONITORING=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) WITH_TESTS=1; WITH_MONITORING=1 ;;   # the tests read every logger's files back
+    --monitoring) WITH_MONITORING=1 ;;
+  esac
+done
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -37,24 +44,21 @@ PIP=("$VENV/bin/pip" install --disable-pip-version-check)
 # 3. Python packages, skipped when the requirements did not change since the last setup.
 files=(requirements.txt)
 [ "$WITH_TESTS" = 1 ] && files+=(requirements-test.txt)
-stamp="$VENV/.setup-stamp-$WITH_TESTS"
+[ "$WITH_MONITORING" = 1 ] && files+=(requirements-monitoring.txt)
+stamp="$VENV/.setup-stamp-$WITH_TESTS$WITH_MONITORING"
 want=$(cat "${files[@]}" | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "Python packages are up to date (.venv)."
 else
   step "Installing torch 2.13.0 (CPU build) first, so nothing pulls a CUDA build"
   "${PIP[@]}" -q torch==2.13.0
-  if ! "$VENV/bin/python" -c "import llama_cpp" >/dev/null 2>&1; then
-    step "Building llama-cpp-python from source: about 6 minutes on 2 cores the first time."
-    echo "    pip prints 'still running...' while it compiles; pip caches the wheel, so later setups take seconds."
-  fi
   step "Installing the studio's Python packages (${files[*]})"
   reqs=()
   for f in "${files[@]}"; do reqs+=(-r "$f"); done
   start=$(date +%s)
   "${PIP[@]}" --progress-bar on "${reqs[@]}" || {
     echo "error: pip could not install the requirements (see above)." >&2; exit 1; }
-  "$VENV/bin/python" -c "import llama_cpp, trl, streamlit, duckdb" || {
+  "$VENV/bin/python" -c "import xllamacpp, trl, streamlit, duckdb" || {
     echo "error: the install finished but the packages do not import (see above)." >&2; exit 1; }
   echo "Installed in $(( $(date +%s) - start )) s."
   echo "$want" > "$stamp"

@@ -21,6 +21,8 @@ COUNTS = """
 SELECT (SELECT count(*) FROM comparison_prompts WHERE comparison_id = $id) AS prompts,
        (SELECT count(*) FROM comparison_outputs WHERE comparison_id = $id) AS outputs,
        (SELECT count(*) FROM comparison_outputs WHERE comparison_id = $id AND truncated) AS truncated,
+       (SELECT count(*) FROM comparison_outputs WHERE comparison_id = $id
+          AND json_extract_string(sampling_params, '$.finish_reason') = 'length') AS cut_off,
        (SELECT count(*) FROM votes WHERE comparison_id = $id AND voter_kind = 'human') AS human_votes,
        (SELECT count(*) FROM votes WHERE comparison_id = $id AND voter_kind <> 'human') AS judge_votes
 """

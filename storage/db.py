@@ -231,6 +231,17 @@ def _storage_error(path: Path, exc: Exception) -> StorageError:
     return StorageError(f"The database {path} could not be used: {text.splitlines()[0]}")
 
 
+def scratch_connection(temp_dir: Path, memory_limit: str = "1GB", threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A private in-memory DuckDB for bulk work that must not hold the studio's file (a seed import
+    parses and hashes its file here, then writes the finished rows in batches). Past
+    ``memory_limit`` it spills to ``temp_dir``, so a 1 GB file does not need 1 GB of memory."""
+    Path(temp_dir).mkdir(parents=True, exist_ok=True)
+    config = {"memory_limit": memory_limit, "temp_directory": str(temp_dir), "preserve_insertion_order": True}
+    if threads:
+        config["threads"] = threads
+    return duckdb.connect(":memory:", config=config)
+
+
 _databases: dict[Path, Database] = {}
 _registry_lock = threading.Lock()
 

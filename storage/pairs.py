@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -47,15 +48,21 @@ ORDERS = {  # name -> (order inside the page query, the same order over the page
 }
 
 
+def _filter(text: str, **limits) -> Any:
+    return field(default=None, metadata={"help": text, **limits})
+
+
 @dataclass(frozen=True)
 class PairFilter:
-    run_id: str | None = None
-    model: str | None = None
-    min_confidence: float | None = None
-    max_confidence: float | None = None
-    swap_disagreement: bool | None = None
-    max_length: int | None = None
-    human_reviewed: bool | None = None
+    """What the pair listing keeps; None means no filter. Loaded from a form with ``core.specs.load_spec``."""
+
+    run_id: str | None = _filter("Only pairs of this generation run.", max_len=200)
+    model: str | None = _filter("Only pairs where this model wrote the chosen or the rejected answer.", max_len=200)
+    min_confidence: float | None = _filter("Only pairs the judge was at least this sure of (0 to 1).", min=0, max=1)
+    max_confidence: float | None = _filter("Only pairs the judge was at most this sure of (0 to 1).", min=0, max=1)
+    swap_disagreement: bool | None = _filter("Only pairs whose two judging orders disagreed (true) or agreed (false).")
+    max_length: int | None = _filter("Only pairs whose longer answer has at most this many characters.", min=1)
+    human_reviewed: bool | None = _filter("Only pairs a person reviewed (true) or did not (false).")
 
 
 def _complete(row: dict, now: datetime) -> dict:

@@ -40,6 +40,8 @@ INSERT INTO seeds (id, seed_set_id, text, reference, metadata, content_hash)
 SELECT id, seed_set_id, text, reference, metadata::JSON, content_hash FROM incoming_seeds
 ON CONFLICT (id) DO NOTHING
 """
+# Rows of a set this import created: none of their ids can be stored yet, so no conflict check.
+INSERT_NEW_SEEDS = INSERT_SEEDS.replace("ON CONFLICT (id) DO NOTHING", "")
 SEED_SELECT = "SELECT id, seed_set_id, text, reference, metadata, content_hash, created_at FROM seeds"
 LINE_ORDER = f"TRY_CAST(json_extract_string(metadata, '$.{LINE_KEY}') AS BIGINT) NULLS LAST, id"
 LIST_SEEDS = f"{SEED_SELECT} WHERE seed_set_id = ? ORDER BY {LINE_ORDER} LIMIT ? OFFSET ?"
@@ -56,9 +58,14 @@ def seed_id(seed_set_id: str, line: int, hashed: str) -> str:
     return stable_id("seed", seed_set_id, line, hashed)
 
 
+def new_seed_set_id() -> str:
+    return new_id("seedset")
+
+
 def create_seed_set(db: Database, name: str, source: str, source_path: str | None,
-                    column_mapping: dict | None) -> str:
-    set_id = new_id("seedset")
+                    column_mapping: dict | None, set_id: str | None = None) -> str:
+    """Create the set (under ``set_id`` when the caller already hashed seed ids with it)."""
+    set_id = set_id or new_seed_set_id()
     with db.session() as cur:
         cur.execute(INSERT_SEED_SET, [set_id, name, source, source_path,
                                       json.dumps(column_mapping) if column_mapping is not None else None])
@@ -114,11 +121,19 @@ def insert_seeds(db: Database, seed_set_id: str, rows: list[dict]) -> int:
     """
     if not rows:
         return 0
-    table = _seed_table(seed_set_id, rows)
+    return insert_seed_table(db, _seed_table(seed_set_id, rows))
+
+
+def insert_seed_table(db: Database, table: pa.Table, new_set: bool = False) -> int:
+    """Insert finished seed rows (the ``SEED_COLUMNS``, metadata as JSON text) in one transaction;
+    returns how many were new. The bulk importer builds such tables in SQL, ``insert_seeds`` in Python.
+    ``new_set``: the set was created by this import and these ids are not stored yet (faster)."""
+    if table.num_rows == 0:
+        return 0
     with db.session(transaction=True) as cur:
         cur.register("incoming_seeds", table)
         try:
-            inserted = cur.execute(INSERT_SEEDS).fetchone()[0]
+            inserted = cur.execute(INSERT_NEW_SEEDS if new_set else INSERT_SEEDS).fetchone()[0]
         finally:
             cur.unregister("incoming_seeds")
     return int(inserted)

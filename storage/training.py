@@ -43,8 +43,9 @@ SET_STATUS = (
 SET_JOB = "UPDATE training_runs SET job_id = ? WHERE id = ?"
 SET_OUTPUT = "UPDATE training_runs SET output_model_id = ? WHERE id = ?"
 SET_BASE = "UPDATE training_runs SET base_model_id = ? WHERE id = ?"
-UPSERT_METRIC = (
-    "INSERT INTO training_metrics (run_id, step, epoch, name, value) VALUES (?, ?, ?, ?, ?) "
+UPSERT_METRICS = (  # one columnar statement per batch: executemany costs milliseconds a row
+    "INSERT INTO training_metrics (run_id, step, epoch, name, value) "
+    "SELECT unnest($1), unnest($2), unnest($3), unnest($4), unnest($5) "
     "ON CONFLICT (run_id, step, name) DO UPDATE SET epoch = excluded.epoch, value = excluded.value, "
     "logged_at = now()"
 )
@@ -184,21 +185,20 @@ def _number(value: Any) -> float | None:
 
 def insert_metrics(db: Database, run_id: str, step: int, epoch: float | None, values: dict[str, Any]) -> int:
     """Upsert the numeric values of one log event; returns how many were written (others are skipped)."""
-    rows = [[run_id, int(step), epoch, name, _number(v)] for name, v in values.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]  # NaN/inf are stored as NULL
-    if rows:
-        with db.session(transaction=True) as cur:
-            cur.executemany(UPSERT_METRIC, rows)
-    return len(rows)
+    return insert_metrics_batch(db, run_id, [(step, epoch, values)])
 
 
 def insert_metrics_batch(db: Database, run_id: str, events: list[tuple[int, float | None, dict[str, Any]]]) -> int:
-    """Upsert several log events in one transaction (one open of the database file)."""
-    rows = [[run_id, int(step), epoch, name, _number(v)] for step, epoch, values in events
-            for name, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    """Upsert several log events in one statement and one transaction (one open of the database file).
+    Non-numeric values are skipped, NaN/inf stored as NULL; a (step, name) logged twice keeps the last."""
+    rows = {(int(step), name): (epoch, _number(v)) for step, epoch, values in events
+            for name, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if rows:
+        keys = list(rows)
+        columns = [[run_id] * len(keys), [k[0] for k in keys], [rows[k][0] for k in keys], [k[1] for k in keys],
+                   [rows[k][1] for k in keys]]
         with db.session(transaction=True) as cur:
-            cur.executemany(UPSERT_METRIC, rows)
+            cur.execute(UPSERT_METRICS, columns)
     return len(rows)
 
 

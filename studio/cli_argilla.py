@@ -46,6 +46,7 @@ def _users(args, cli, argilla_admin) -> int:
 
 def register(sub) -> None:
     """Add ``argilla info|users|reindex`` to ``python -m studio``'s subparsers."""
+    from core.inputs import name_arg
     from studio.cli import _Parser
 
     argilla = sub.add_parser("argilla", help="the Argilla review server: info, team users, reindex")
@@ -56,10 +57,10 @@ def register(sub) -> None:
     users = a_sub.add_parser("users", help="team members who review in Argilla")
     u_sub = users.add_subparsers(dest="users_action", required=True, parser_class=_Parser)
     add = u_sub.add_parser("add", help="create a user in the default workspace")
-    add.add_argument("name", help="lowercase letters, digits, '-' and '_'")
+    add.add_argument("name", type=name_arg(), help="lowercase letters, digits, '-' and '_'")
     add.add_argument("--password", required=True, help="8 to 100 characters")
     add.add_argument("--role", default="annotator", choices=("annotator", "admin", "owner"))
-    add.add_argument("--workspace", default="default", help="the Argilla workspace to add them to")
+    add.add_argument("--workspace", type=name_arg(), default="default", help="the Argilla workspace to add them to")
     u_list = u_sub.add_parser("list", help="every user with role and workspaces")
     u_list.add_argument("--json", action="store_true")
     a_sub.add_parser("reindex", help="rebuild the embedded search index from Argilla's database")

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from core.errors import BadInput
+from core.inputs import MAX_BOOTSTRAP, bounded_int, load_mapping, name_arg, path_arg
 
 EXIT = {"ready": 0, "partial": 1, "failed": 1, "stopped": 130}
 JOB_STATUS = {"ready": "succeeded", "stopped": "cancelled"}
@@ -87,7 +88,8 @@ def cmd_comparisons(args) -> int:
         for message in summary.report.get("messages", []):
             print(f"  ! {message}")
     elif args.action == "judge":
-        judge = ({"kind": "rubric", "rubric": args.rubric, "params": json.loads(args.params or "{}")} if args.rubric
+        params = load_mapping(args.params or "", "--params JSON", fmt="json") if args.rubric else {}
+        judge = ({"kind": "rubric", "rubric": args.rubric, "params": params} if args.rubric
                  else {"kind": "llm", "target": args.target})
         if not args.rubric and not args.target:
             raise BadInput("No judge given.", hint="Use --target endpoint:NAME or --rubric NAME.")
@@ -145,8 +147,9 @@ def register(sub) -> None:
     from studio.cli import _Parser
 
     cmp = sub.add_parser("compare", help="compare two or more models on a prompt set (YAML config)")
-    cmp.add_argument("config", nargs="?", help="a YAML config: models, prompts, sampling, judge (see pipelines/compare/spec.py)")
-    cmp.add_argument("--comparison-id", help="run (or resume) an existing comparison instead")
+    cmp.add_argument("config", nargs="?", type=path_arg,
+                     help="a YAML config: models, prompts, sampling, judge (see pipelines/compare/spec.py)")
+    cmp.add_argument("--comparison-id", type=name_arg(), help="run (or resume) an existing comparison instead")
     cmp.set_defaults(func=cmd_compare)
 
     runs = sub.add_parser("comparisons", help="comparisons: list, show, judge, resume")
@@ -154,25 +157,27 @@ def register(sub) -> None:
     c_sub = runs.add_subparsers(dest="action", required=True, parser_class=_Parser)
     c_sub.add_parser("list").add_argument("--json", action="store_true")
     c_show = c_sub.add_parser("show")
-    c_show.add_argument("comparison")
+    c_show.add_argument("comparison", type=name_arg())
     c_show.add_argument("--json", action="store_true")
     c_judge = c_sub.add_parser("judge", help="let an LLM (both orders) or a rubric vote on every pair")
-    c_judge.add_argument("comparison")
-    c_judge.add_argument("--target", help="the judge model: endpoint:NAME or local:NAME")
-    c_judge.add_argument("--rubric", help="a rubric judge instead, e.g. reference_match")
+    c_judge.add_argument("comparison", type=name_arg())
+    c_judge.add_argument("--target", type=name_arg(), help="the judge model: endpoint:NAME or local:NAME")
+    c_judge.add_argument("--rubric", type=name_arg(), help="a rubric judge instead, e.g. reference_match")
     c_judge.add_argument("--params", help="the rubric's parameters as JSON")
-    c_sub.add_parser("resume", help="generate what is missing (after a stop or an outage)").add_argument("comparison")
+    c_sub.add_parser("resume", help="generate what is missing (after a stop or an outage)").add_argument(
+        "comparison", type=name_arg())
     c_metrics = c_sub.add_parser("metrics", help="BLEU / ROUGE-L against references, held-out perplexity, "
                                                  "reward-model accuracy")
-    c_metrics.add_argument("comparison")
+    c_metrics.add_argument("comparison", type=name_arg())
     c_metrics.add_argument("--no-perplexity", action="store_true", help="skip perplexity (it loads each model)")
     c_metrics.add_argument("--json", action="store_true")
 
     board = sub.add_parser("leaderboard", help="Bradley–Terry ratings and win rates with 95%% intervals")
-    board.add_argument("--comparison", help="only this comparison")
+    board.add_argument("--comparison", type=name_arg(), help="only this comparison")
     board.add_argument("--voter-kind", choices=("human", "llm", "rubric"))
-    board.add_argument("--slice", help="also rate per value of this prompt metadata field (topic, source...)")
-    board.add_argument("--boot", type=int, default=200, help="bootstrap resamples (0 = no intervals)")
+    board.add_argument("--slice", type=name_arg(), help="also rate per value of this prompt metadata field (topic, source...)")
+    board.add_argument("--boot", type=bounded_int(0, MAX_BOOTSTRAP), default=200,
+                       help=f"bootstrap resamples (0 = no intervals, at most {MAX_BOOTSTRAP:,})")
     board.add_argument("--length-controlled", action="store_true", help="also length-controlled win rates")
     board.add_argument("--json", action="store_true")
     board.set_defaults(func=cmd_leaderboard)

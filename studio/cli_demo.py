@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from core.inputs import MAX_COUNT, bounded_int, name_arg
+
 
 def cmd_demo(args) -> int:
     from studio.runner import run_job
@@ -37,10 +39,10 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="the alignment demo: generate pairs, DPO with LoRA, compare with the base")
     p.add_argument("--quick", action="store_true", help="fewer prompts and steps: checks the wiring in less time")
     p.add_argument("--detach", action="store_true", help="run as a background job and return")
-    p.add_argument("--base-model", help="registry name of the model to align (default: smollm2-135m-instruct)")
-    p.add_argument("--generator", help="target writing the candidates (default: endpoint:embedded)")
-    p.add_argument("--train-prompts", type=int, help="use only the first N training prompts")
-    p.add_argument("--heldout-prompts", type=int, help="evaluate on the first N held-out prompts")
-    p.add_argument("--max-steps", type=int, help="DPO optimizer steps")
+    p.add_argument("--base-model", type=name_arg(), help="registry name of the model to align (default: smollm2-135m-instruct)")
+    p.add_argument("--generator", type=name_arg(), help="target writing the candidates (default: endpoint:embedded)")
+    p.add_argument("--train-prompts", type=bounded_int(1, MAX_COUNT), help="use only the first N training prompts")
+    p.add_argument("--heldout-prompts", type=bounded_int(1, MAX_COUNT), help="evaluate on the first N held-out prompts")
+    p.add_argument("--max-steps", type=bounded_int(1, MAX_COUNT), help="DPO optimizer steps")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_demo)

@@ -14,14 +14,16 @@ import sys
 from pathlib import Path
 
 from core.errors import StudioError
+from core.inputs import MAX_MODEL_NAME_CHARS, bounded_float, name_arg, one_line, path_arg
 
-EXIT = {"succeeded": 0, "partial": 1, "failed": 1, "stopped": 130, "interrupted": 130}
-JOB_STATUS = {"succeeded": "succeeded", "stopped": "cancelled"}
+EXIT = {"succeeded": 0, "warnings": 1, "partial": 1, "failed": 1, "stopped": 130, "interrupted": 130}
+JOB_STATUS = {"succeeded": "succeeded", "warnings": "succeeded", "stopped": "cancelled"}
 
 
 def _print_summary(summary) -> None:
     c = summary.counts
-    print(f"run {summary.run_id} ({summary.name}): {summary.status}")
+    status = "succeeded with warnings" if summary.status == "warnings" else summary.status
+    print(f"run {summary.run_id} ({summary.name}): {status}")
     print(f"  instructions {c.get('instructions', 0)} (kept {c.get('instructions_kept', 0)}, removed "
           f"{c.get('instructions_removed', 0)}, unparsable {c.get('instructions_failed', 0)})")
     print(f"  responses    {c.get('responses', 0)} (kept {c.get('responses_kept', 0)}, removed "
@@ -55,7 +57,9 @@ def _run(config, run_id: str | None, job_id: str | None) -> int:
 
     def outcome(summary) -> Outcome:
         status = JOB_STATUS.get(summary.status, "failed")
-        return Outcome(status, None if status == "succeeded" else summary.message, EXIT.get(summary.status, 1))
+        # a job that succeeded with warnings keeps them as its message: the page shows them
+        message = None if summary.status == "succeeded" else summary.message
+        return Outcome(status, message, EXIT.get(summary.status, 1))
 
     done = run_job(job_id, lambda reporter, stop: service.run_generation(
         config, run_id=run_id, job_id=job_id, progress=reporter, should_stop=stop), outcome,
@@ -139,9 +143,9 @@ def register(sub) -> None:
 
     gen = sub.add_parser("generate", help="run a generation config: seeds -> instructions -> responses -> "
                                           "judge -> pairs (same --run-id resumes)")
-    gen.add_argument("config", nargs="?", help="a YAML config (see examples/generate.yaml); without it, "
+    gen.add_argument("config", nargs="?", type=path_arg, help="a YAML config (see examples/generate.yaml); without it, "
                      "--run-id runs that run's stored config")
-    gen.add_argument("--run-id", help="the run to create, or to resume when it exists")
+    gen.add_argument("--run-id", type=name_arg(), help="the run to create, or to resume when it exists")
     gen.set_defaults(func=cmd_generate)
 
     runs = sub.add_parser("generations", help="generation runs: list, show, resume, stop")
@@ -150,22 +154,24 @@ def register(sub) -> None:
     r_list = r_sub.add_parser("list", help="every run with its counts, tokens and cost")
     r_list.add_argument("--json", action="store_true")
     r_show = r_sub.add_parser("show", help="one run: counts, ledger by stage and model, preprocessing report")
-    r_show.add_argument("run")
+    r_show.add_argument("run", type=name_arg())
     r_show.add_argument("--json", action="store_true")
     r_resume = r_sub.add_parser("resume", help="continue a stopped, failed, partial or interrupted run")
-    r_resume.add_argument("run")
+    r_resume.add_argument("run", type=name_arg())
     r_resume.add_argument("--background", action="store_true", help="run it as a background job")
-    r_sub.add_parser("stop", help="stop a running run after its current batch").add_argument("run")
+    r_sub.add_parser("stop", help="stop a running run after its current batch").add_argument("run", type=name_arg())
 
     exp = sub.add_parser("export", help="export preference or SFT pairs in TRL's conversational format")
     exp.add_argument("--kind", choices=("preference", "sft"), default="preference")
     exp.add_argument("--format", choices=("jsonl", "parquet", "datasets"), default="jsonl")
-    exp.add_argument("--out", required=True, help="a file (jsonl, parquet) or a folder (datasets)")
-    exp.add_argument("--run", help="only this generation run")
-    exp.add_argument("--model", help="only pairs with a response from this model")
-    exp.add_argument("--min-confidence", type=float, help="only pairs the judge is at least this sure of (0-1)")
-    exp.add_argument("--max-confidence", type=float, help="only pairs with at most this confidence (0-1)")
-    exp.add_argument("--overwrite", action="store_true", help="replace PATH if it exists")
+    exp.add_argument("--out", required=True, type=path_arg, help="a file (jsonl, parquet) or a folder (datasets)")
+    exp.add_argument("--run", type=name_arg(), help="only this generation run")
+    exp.add_argument("--model", type=name_arg(MAX_MODEL_NAME_CHARS), help="only pairs with a response from this model")
+    exp.add_argument("--min-confidence", type=bounded_float(0, 1),
+                     help="only pairs the judge is at least this sure of (0-1)")
+    exp.add_argument("--max-confidence", type=bounded_float(0, 1), help="only pairs with at most this confidence (0-1)")
+    exp.add_argument("--overwrite", action="store_true",
+                     help="replace PATH if it is an earlier export of the studio's (never anything else)")
     exp.set_defaults(func=cmd_export)
 
 
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except StudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; nothing stored is lost. Resume with `python -m studio generations resume RUN`.",

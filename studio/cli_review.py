@@ -7,23 +7,24 @@ jobs (``--job-id``) and report to the job row; from a terminal they show a progr
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import sys
 
 from core.errors import BadInput
+from core.inputs import (MAX_COUNT, MAX_MODEL_NAME_CHARS, MAX_SEED, bounded_float, bounded_int, name_arg, path_arg,
+                         read_text)
+
+GUIDELINES_BYTES = 64 * 1024   # Argilla takes 10,000 characters; a bigger file is surely the wrong one
 
 
-def _run_reported(job_id: str | None, action):
-    from studio.runner import run_job
+def _run_reported(job_id: str | None, action, outcome=None):
+    from studio.runner import Outcome, run_job
 
-    return run_job(job_id, lambda reporter, stop: action(reporter.update)).value
+    return run_job(job_id, lambda reporter, stop: action(reporter.update), outcome or (lambda _: Outcome()))
 
 
 def _guidelines(args) -> str | None:
-    if args.guidelines:
-        path = Path(args.guidelines)
-        if not path.is_file():
-            raise BadInput(f"The guidelines file {path} does not exist.", hint="Give a text or Markdown file.")
-        return path.read_text(encoding="utf-8")
+    if args.guidelines:  # a regular UTF-8 file under the cap, or a one-line message
+        return read_text(args.guidelines, "guidelines file", GUIDELINES_BYTES)
     return args.guidelines_text
 
 
@@ -35,13 +36,26 @@ def cmd_push(args) -> int:
         min_confidence=args.min_confidence, max_confidence=args.max_confidence,
         swap_disagreement_only=args.swap_disagreement, limit=args.limit, order=args.order,
         min_submitted=args.min_submitted, guidelines=_guidelines(args), seed=args.seed, batch_size=args.batch_size)
-    result = _run_reported(args.job_id, lambda progress: review.push_for_review(request, progress))
+    done = _run_reported(args.job_id, lambda progress: review.push_for_review(request, progress), _push_outcome)
+    result = done.value
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print(f"{result.dataset_name}: sent {result.sent:,} records ({result.planned_new:,} new to the round, "
               f"{result.total_in_round:,} in it). Review at {result.dataset_url}")
-    return 0
+        if done.outcome.error:
+            print(f"warning: {done.outcome.error}", file=sys.stderr)
+    return done.outcome.exit_code
+
+
+def _push_outcome(result):
+    """A push that matched nothing is said, with the reason, not reported as a plain success."""
+    from studio.runner import Outcome
+
+    if result.selected:
+        return Outcome()
+    return Outcome("succeeded", "Nothing was pushed: no records match the kind and filters of this push "
+                   "(generate or compare first, or loosen the run, model and confidence filters).", 1)
 
 
 def cmd_pull(args) -> int:
@@ -52,7 +66,7 @@ def cmd_pull(args) -> int:
     if rule is not None and args.round is None:
         raise BadInput("--rule and --tie-policy need --round.", hint="Give the round to reconcile with that rule.")
     result = _run_reported(args.job_id, lambda progress: review.pull_reviews(args.round, progress=progress,
-                                                                           force=args.full))
+                                                                           force=args.full)).value
     if rule is not None:
         review.reconcile_reviews(args.round, rule)
     if args.json:
@@ -108,25 +122,26 @@ def register(sub) -> None:
     push = r_sub.add_parser("push", help="send LLM-labeled records to Argilla (idempotent; resumes)")
     push.add_argument("--kind", choices=("preference", "sft", "instruction", "comparison"), default="preference",
                       help="comparison: a comparison's model pairs, blind, for human votes (with --run <comparison id>)")
-    push.add_argument("--dataset", help="Argilla dataset name (default studio-<kind>)")
-    push.add_argument("--workspace", default="default")
-    push.add_argument("--run", help="only records of this generation run (--kind comparison: of this comparison)")
-    push.add_argument("--model", help="only records with a response from this model")
-    push.add_argument("--min-confidence", type=float, help="judge confidence at least (0-1)")
-    push.add_argument("--max-confidence", type=float, help="judge confidence at most (0-1)")
+    push.add_argument("--dataset", type=name_arg(), help="Argilla dataset name (default studio-<kind>)")
+    push.add_argument("--workspace", type=name_arg(), default="default")
+    push.add_argument("--run", type=name_arg(),
+                      help="only records of this generation run (--kind comparison: of this comparison)")
+    push.add_argument("--model", type=name_arg(MAX_MODEL_NAME_CHARS), help="only records with a response from this model")
+    push.add_argument("--min-confidence", type=bounded_float(0, 1), help="judge confidence at least (0-1)")
+    push.add_argument("--max-confidence", type=bounded_float(0, 1), help="judge confidence at most (0-1)")
     push.add_argument("--swap-disagreement", action="store_true", help="only pairs whose judge orders disagreed")
-    push.add_argument("--limit", type=int, default=500, help="at most this many records (default 500)")
+    push.add_argument("--limit", type=bounded_int(1, MAX_COUNT), default=500, help="at most this many records (default 500)")
     push.add_argument("--order", choices=("least_confident", "newest"), default="least_confident",
                       help="least_confident sends what the judge is least sure of first (active review)")
-    push.add_argument("--min-submitted", type=int, default=1, help="reviewers per record (default 1)")
-    push.add_argument("--guidelines", help="a text or Markdown file with the reviewers' guidelines")
+    push.add_argument("--min-submitted", type=bounded_int(1, 100), default=1, help="reviewers per record (default 1)")
+    push.add_argument("--guidelines", type=path_arg, help="a text or Markdown file with the reviewers' guidelines")
     push.add_argument("--guidelines-text", help=argparse_suppress())
-    push.add_argument("--seed", type=int, default=0, help="seed of the random A/B order")
-    push.add_argument("--batch-size", type=int, default=256, help="records per request (1-500)")
+    push.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=0, help="seed of the random A/B order")
+    push.add_argument("--batch-size", type=bounded_int(1, MAX_COUNT), default=256, help="records per request (1-500)")
     push.add_argument("--json", action="store_true")
     push.set_defaults(func=cmd_push)
     pull = r_sub.add_parser("pull", help="fetch reviewers' answers changed since the last pull, then reconcile")
-    pull.add_argument("--round", help="only this round (default: every open round)")
+    pull.add_argument("--round", type=name_arg(), help="only this round (default: every open round)")
     pull.add_argument("--full", action="store_true", help="read every record even if nothing changed")
     pull.add_argument("--rule", choices=("majority", "strict"), help="reconcile rule (with --round)")
     pull.add_argument("--tie-policy", choices=("keep_llm", "mark"), help="what a tie between reviewers gives")
@@ -136,7 +151,7 @@ def register(sub) -> None:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
     rec = r_sub.add_parser("reconcile", help="re-apply a final-label rule to what was pulled")
-    rec.add_argument("round")
+    rec.add_argument("round", type=name_arg())
     rec.add_argument("--rule", choices=("majority", "strict"), default="majority")
     rec.add_argument("--tie-policy", choices=("keep_llm", "mark"), default="keep_llm")
     rec.set_defaults(func=cmd_reconcile)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from pipelines.generate.seeds_io import FORMATS
+from core.inputs import MAX_COUNT, bounded_int, name_arg, path_arg
 
 SHOWN_PROBLEMS = 5
 CELL_CHARS = 40
@@ -94,21 +95,21 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s_sub = seeds.add_subparsers(dest="action", required=True, parser_class=parser_class)
 
     s_import = s_sub.add_parser("import", help="import a CSV, JSONL, JSON, Parquet file or a datasets folder")
-    s_import.add_argument("file", help="the file, or a folder written by Dataset.save_to_disk")
+    s_import.add_argument("file", type=path_arg, help="the file, or a folder written by Dataset.save_to_disk")
     s_import.add_argument("--text", required=True, metavar="COL", help="column that holds the seed text")
     s_import.add_argument("--reference", metavar="COL", help="column with a reference answer (optional)")
     s_import.add_argument("--metadata", nargs="+", action="extend", metavar="COL", help="columns kept as the seed's metadata")
-    s_import.add_argument("--name", help="seed set name (default: the file name); an existing set is added to")
+    s_import.add_argument("--name", type=name_arg(), help="seed set name (default: the file name); an existing set is added to")
     s_import.add_argument("--format", choices=FORMATS, help="override the format the extension implies")
 
     s_preview = s_sub.add_parser("preview", help="format, encoding, columns and the first rows of a file")
-    s_preview.add_argument("file")
-    s_preview.add_argument("--rows", type=int, default=10)
+    s_preview.add_argument("file", type=path_arg)
+    s_preview.add_argument("--rows", type=bounded_int(1, 1000), default=10)
     s_preview.add_argument("--format", choices=FORMATS)
 
     s_sub.add_parser("list", help="seed sets with their number of seeds")
     s_show = s_sub.add_parser("show", help="the seeds of one set, in file order")
-    s_show.add_argument("seed_set", help="seed set id (see `seeds list`)")
-    s_show.add_argument("--limit", type=int, default=50)
-    s_show.add_argument("--offset", type=int, default=0)
+    s_show.add_argument("seed_set", type=name_arg(), help="seed set id (see `seeds list`)")
+    s_show.add_argument("--limit", type=bounded_int(1, 10_000), default=50)
+    s_show.add_argument("--offset", type=bounded_int(0, MAX_COUNT), default=0)
     return seeds

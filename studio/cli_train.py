@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.inputs import MAX_COUNT, MAX_SEED, bounded_float, bounded_int, name_arg, path_arg
+
 EXIT = {"succeeded": 0, "cancelled": 130, "interrupted": 130}
 
 
@@ -121,14 +123,15 @@ def _accelerate(args) -> int:
     from pipelines.train.spec import RunSpec
     from studio.services import training
 
-    spec = RunSpec.from_dict(training.get_run_detail(args.run).spec)
+    spec = RunSpec.from_stored(training.get_run_detail(args.run).spec)
     export = training.export_accelerate(spec, args.backend, args.processes, args.machines, args.run)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "accelerate.yaml").write_text(export.config_yaml)
-        (out / "run.yaml").write_text(spec.to_yaml())
-        print(f"wrote {out / 'accelerate.yaml'} and {out / 'run.yaml'}")
+    if args.out:  # each file replaces only a file the studio wrote there before (core.outputs)
+        from core import outputs
+
+        config = outputs.write_text(Path(args.out) / "accelerate.yaml", export.config_yaml, overwrite=True,
+                                    what="accelerate config")
+        run = outputs.write_text(Path(args.out) / "run.yaml", spec.to_yaml(), overwrite=True, what="run spec")
+        print(f"wrote {config} and {run}")
     else:
         print(export.config_yaml)
     print(export.command)
@@ -197,9 +200,10 @@ def register(sub) -> None:
     from studio.cli import _Parser
 
     train = sub.add_parser("train", help="train a run spec (YAML): what the Train page's button does")
-    train.add_argument("spec", nargs="?", help="a YAML run spec (see examples/train.yaml)")
+    train.add_argument("spec", nargs="?", type=path_arg, help="a YAML run spec (see examples/train.yaml)")
     train.add_argument("--detach", action="store_true", help="start the run's own process and return")
-    train.add_argument("--run", help="run (or continue) an existing run by id, waiting for its turn on the device")
+    train.add_argument("--run", type=name_arg(),
+                       help="run (or continue) an existing run by id, waiting for its turn on the device")
     train.set_defaults(func=cmd_train)
 
     runs = sub.add_parser("runs", help="training runs: list, show, cancel, resume, accelerate")
@@ -209,46 +213,50 @@ def register(sub) -> None:
     r_list.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled", "interrupted"))
     r_list.add_argument("--json", action="store_true")
     r_show = r_sub.add_parser("show", help="one run: stages, latest metrics, checkpoints, lineage, log")
-    r_show.add_argument("run")
+    r_show.add_argument("run", type=name_arg())
     r_show.add_argument("--json", action="store_true")
-    r_sub.add_parser("cancel", help="stop a queued or running run (its checkpoint is kept)").add_argument("run")
+    r_sub.add_parser("cancel", help="stop a queued or running run (its checkpoint is kept)").add_argument(
+        "run", type=name_arg())
     r_resume = r_sub.add_parser("resume", help="continue a failed, cancelled or interrupted run from its checkpoint")
-    r_resume.add_argument("run")
+    r_resume.add_argument("run", type=name_arg())
     r_resume.add_argument("--foreground", action="store_true", help="train in this process with a progress bar")
     r_acc = r_sub.add_parser("accelerate", help="the equivalent `accelerate launch` command and config for "
                                                 "several GPUs or nodes")
-    r_acc.add_argument("run")
+    r_acc.add_argument("run", type=name_arg())
     r_acc.add_argument("--backend", default="deepspeed_zero2", choices=("deepspeed_zero2", "deepspeed_zero3", "fsdp"))
-    r_acc.add_argument("--processes", type=int, default=8, help="GPU processes in all")
-    r_acc.add_argument("--machines", type=int, default=1, help="nodes")
-    r_acc.add_argument("--out", help="write accelerate.yaml and run.yaml into this folder")
+    r_acc.add_argument("--processes", type=bounded_int(1, 65536), default=8, help="GPU processes in all")
+    r_acc.add_argument("--machines", type=bounded_int(1, 65536), default=1, help="nodes")
+    r_acc.add_argument("--out", type=path_arg, help="write accelerate.yaml and run.yaml into this folder (files the "
+                                                    "studio did not write there are never replaced)")
 
     snaps = sub.add_parser("snapshots", help="training data snapshots: create (with checks), list, show")
     snaps.set_defaults(func=cmd_snapshots)
     s_sub = snaps.add_subparsers(dest="action", required=True, parser_class=_Parser)
     s_create = s_sub.add_parser("create", help="filter, split and freeze pairs for training (same data: same id)")
     s_create.add_argument("--kind", choices=RECORD_KINDS, default="preference")
-    s_create.add_argument("--name")
-    s_create.add_argument("--run", action="append", help="only pairs of this generation run (repeatable)")
+    s_create.add_argument("--name", type=name_arg())
+    s_create.add_argument("--run", action="append", type=name_arg(), help="only pairs of this generation run (repeatable)")
     s_create.add_argument("--only-human-reviewed", action="store_true", help="keep only records a person reviewed")
     s_create.add_argument("--label-rule", choices=LABEL_RULES, default="prefer_human",
                           help="prefer_human: reviewed records use the human label; judge_only: ignore reviews")
-    s_create.add_argument("--min-confidence", type=float, help="minimum judge confidence (0-1)")
-    s_create.add_argument("--min-agreement", type=float, help="minimum reviewer agreement of reviewed records (0-1)")
+    s_create.add_argument("--min-confidence", type=bounded_float(0, 1), help="minimum judge confidence (0-1)")
+    s_create.add_argument("--min-agreement", type=bounded_float(0, 1),
+                          help="minimum reviewer agreement of reviewed records (0-1)")
     s_create.add_argument("--include-flagged", action="store_true", help="keep flagged pairs")
     s_create.add_argument("--keep-identical", action="store_true", help="keep pairs whose chosen == rejected")
     s_create.add_argument("--keep-duplicates", action="store_true", help="keep exact duplicate rows")
-    s_create.add_argument("--max-length", type=int, help="drop rows longer than this (prompt + longest response)")
+    s_create.add_argument("--max-length", type=bounded_int(1, MAX_COUNT),
+                          help="drop rows longer than this (prompt + longest response)")
     s_create.add_argument("--max-length-unit", choices=LENGTH_UNITS, default="chars")
-    s_create.add_argument("--eval-fraction", type=float, default=0.1, help="share held out for evaluation")
-    s_create.add_argument("--seed", type=int, default=42, help="seed of the train/eval split")
-    s_create.add_argument("--check-max-length", type=int, default=1024,
+    s_create.add_argument("--eval-fraction", type=bounded_float(0, 1), default=0.1, help="share held out for evaluation")
+    s_create.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=42, help="seed of the train/eval split")
+    s_create.add_argument("--check-max-length", type=bounded_int(1, MAX_COUNT), default=1024,
                           help="training max length in tokens: the checks count rows that will be truncated")
-    s_create.add_argument("--tokenizer", help="a registered model (or folder) to count tokens with")
+    s_create.add_argument("--tokenizer", type=path_arg, help="a registered model (or folder) to count tokens with")
     s_create.add_argument("--preview", action="store_true", help="show counts and checks without storing")
     s_create.add_argument("--json", action="store_true")
     s_list = s_sub.add_parser("list")
     s_list.add_argument("--json", action="store_true")
     s_show = s_sub.add_parser("show")
-    s_show.add_argument("snapshot")
+    s_show.add_argument("snapshot", type=name_arg())
     s_show.add_argument("--json", action="store_true")

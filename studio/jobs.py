@@ -10,14 +10,16 @@ while its row still says running is reconciled to failed on the next read: never
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-
-from typing import Any
+from typing import Any, Iterator
 
 from core import settings as settings_mod
 from core.errors import NotFound
@@ -30,6 +32,30 @@ from storage.jobs import JobInfo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 __all__ = ["JobInfo", "JobSink", "reporter", "start_job", "get_job", "list_jobs", "cancel_job", "job_log_path"]
+
+
+DOUBLE_START_WINDOW_S = 60.0   # the same start twice within this time is one start (a double click)
+
+
+@contextmanager
+def start_lock(kind: str) -> Iterator[None]:
+    """One start of ``kind`` at a time across processes (pages, CLI): held while a start looks for an
+    identical start that is still being created and creates its run. The kernel drops it on a crash."""
+    folder = settings_mod.current().runs_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f".start-{kind}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def just_started(created_at: datetime | None, window_s: float = DOUBLE_START_WINDOW_S) -> bool:
+    """Whether a run created at ``created_at`` counts as the same start as one asked for now."""
+    if created_at is None:
+        return False
+    return abs((datetime.now(created_at.tzinfo) - created_at).total_seconds()) < window_s
 
 
 def job_log_path(job_id: str) -> Path:

@@ -86,13 +86,15 @@ def _embedded_gguf() -> Path:
 
 def start_llm_server(settings: Settings, gguf_path: Path | None = None,
                      timeout_s: float = START_TIMEOUT_S) -> ServiceHandle:
-    """The embedded OpenAI-compatible llama.cpp server, serving the GGUF as ``smollm2-135m-instruct``."""
+    """The embedded OpenAI-compatible llama.cpp server (``studio.llm_serve``: llama.cpp's own server
+    with ``settings.llm_parallel`` slots decoded together), serving the GGUF as ``smollm2-135m-instruct``."""
     gguf = Path(gguf_path) if gguf_path else _embedded_gguf()
     if not gguf.is_file():
         raise ServiceError(f"The GGUF {gguf} does not exist.", hint="Pull the model again: `python -m studio models pull`.")
     port = settings.llm_port
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf.resolve()), "--host", settings.host,
-           "--port", str(port), "--n_ctx", "2048", "--model_alias", EMBEDDED_MODEL]
+    cmd = [sys.executable, "-m", "studio.llm_serve", "--model", str(gguf.resolve()), "--host", settings.host,
+           "--port", str(port), "--alias", EMBEDDED_MODEL, "--parallel", str(settings.llm_parallel),
+           "--threads", str(settings.llm_threads)]
     url = llm_url(settings)
     return start_service_process("llm", cmd, settings, port, "STUDIO_LLM_PORT", url, f"{url}/models",
                           lambda tail, code: explain_llm_failure(tail, code, port), timeout_s)

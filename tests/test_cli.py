@@ -33,10 +33,13 @@ def test_status_json_on_a_fresh_home(studio_home):
     ([], 2, "the following arguments are required: command"),
     (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
     (["models", "remove", "no-such-model"], 3, "no-such-model"),
-    (["prices", "set", "gpt-x", "-1", "2"], 2, "input price -1.0 is not valid"),
+    (["prices", "set", "gpt-x", "-1", "2"], 2, "argument input: '-1' is out of range; use a number from 0 to 10,000"),
     (["prices", "set", "gpt-x", "one", "2"], 2, "invalid float value: 'one'"),
     (["models", "pull", "not-a-packaged-model"], 2, "not-a-packaged-model"),
     (["jobs", "show", "job_missing"], 3, "There is no job 'job_missing'"),
+    # a push filtered by a run that does not exist is a mistake, not an empty success
+    (["review", "push", "--run", "gen_nope"], 3, "There is no generation run 'gen_nope'"),
+    (["review", "push", "--kind", "comparison", "--run", "cmp_nope"], 3, "There is no comparison 'cmp_nope'"),
 ])
 def test_bad_input_is_one_line_and_a_non_zero_exit(studio_home, capsys, argv, code, message):
     assert main(argv) == code
@@ -93,3 +96,16 @@ def test_every_command_prints_its_help():
         assert parser.format_help(), prefix
         seen += 1
     assert seen > 40
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(studio_home):
+    """`python -m studio status | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    env = dict(os.environ, STUDIO_HOME=str(studio_home), PYTHONPATH=str(REPO_ROOT))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "studio", "status"], cwd=REPO_ROOT, env=env, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

@@ -26,7 +26,9 @@ def run_page(tab: str) -> AppTest:
 @pytest.fixture
 def comparison(studio_home, fake_openai, tmp_path) -> str:
     """A ready comparison of two loopback endpoints on two prompts (their answers differ by model)."""
-    fake_openai.configure(reply=lambda req: f"{req['model']} says: answer to {req['messages'][-1]['content']}")
+    # every answer stops at max_tokens (finish_reason 'length'), as a small model's often do
+    fake_openai.configure(reply=lambda req: f"{req['model']} says: answer to {req['messages'][-1]['content']}",
+                          finish_reason="length")
     models_svc.add_endpoint("left", fake_openai.base_url, "left-model", max_retries=0, timeout_s=10)
     models_svc.add_endpoint("right", fake_openai.base_url, "right-model", max_retries=0, timeout_s=10)
     path = tmp_path / "p.jsonl"
@@ -60,7 +62,8 @@ def test_start_with_a_bad_prompt_set_shows_the_error(comparison):
 def test_side_by_side_shows_answers_in_columns_with_diff(comparison):
     at = run_page("Side by side")
     shown = texts(at)
-    assert "2 prompts · 4 answers (0 truncated)" in shown and "Prompt **1** of **2**" in shown
+    assert "2 prompts · 4 answers (4 cut off at the token limit, 0 with the prompt shortened to fit)" in shown
+    assert "Prompt **1** of **2**" in shown and "cut off at the token limit" in " ".join(c.value for c in at.caption)
     assert "endpoint:left" in shown and "endpoint:right" in shown
     assert any("left-model says" in t.value for t in at.text)
     widget(at.toggle, "Table view").set_value(True)
@@ -73,6 +76,9 @@ def test_side_by_side_shows_answers_in_columns_with_diff(comparison):
 
 def test_arena_vote_reveals_names_and_feeds_the_leaderboard(comparison):
     at = run_page("Arena")
+    # no name, no pair: votes are per person, and the OS user ("root") is nobody's name
+    assert widget(at.text_input, "Your name").value == "" and not [b for b in at.button if b.label == "A is better"]
+    assert "Type your name above" in texts(at)
     widget(at.text_input, "Your name").set_value("ann")
     rerun(at)
     assert "endpoint:left" not in texts(at) and "endpoint:right" not in texts(at)   # names hidden until the vote
@@ -85,3 +91,15 @@ def test_arena_vote_reveals_names_and_feeds_the_leaderboard(comparison):
     assert "**1 votes**" in texts(at)
     ranks = at.dataframe[0].value
     assert list(ranks["model"]) and set(ranks["model"]) == {"endpoint:left", "endpoint:right"}
+
+
+def test_a_rubric_judge_comes_with_its_documented_parameters(comparison):
+    at = run_page("New comparison")
+    at.radio(key="cmp_judge").set_value("rubric")
+    at = rerun(at)
+    # the default works on any prose answer; each parameter is a documented field, not free YAML
+    assert at.selectbox(key="cmp_rubric").value == "answer_quality"
+    assert "lose points" in widget(at.number_input, "min words").help
+    at.selectbox(key="cmp_rubric").set_value("length")
+    at = rerun(at)
+    assert widget(at.number_input, "max words").value == 100 and not at.error   # a valid bound to start from

@@ -51,7 +51,10 @@ def test_every_format_loads_with_datasets_and_is_conversational(stored, tmp_path
     assert (summary.rows, summary.fmt, summary.path) == (6, fmt, str(out))
     assert not (tmp_path / f"{out.name}.partial").exists()
     if fmt == "datasets":
-        dataset = datasets.load_from_disk(str(out))
+        dataset = datasets.load_from_disk(str(out))["train"]
+        # load_dataset reads the folder too, so TRL's own CLI takes it: `trl dpo --dataset_name FOLDER`
+        again = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))
+        assert again.column_names == dataset.column_names and len(again) == len(dataset)
     else:
         dataset = datasets.load_dataset("json" if fmt == "jsonl" else "parquet", data_files=str(out), split="train",
                                         cache_dir=str(tmp_path / "cache"))
@@ -95,11 +98,15 @@ def test_an_existing_path_is_kept_unless_overwrite(stored, tmp_path):
     out.write_text("precious\n")
     with pytest.raises(BadInput, match="already exists"):
         export_pairs("preference", "jsonl", out)
+    with pytest.raises(BadInput, match="the studio did not write it"):  # overwrite replaces only its own exports
+        export_pairs("preference", "jsonl", out, overwrite=True)
     assert out.read_text() == "precious\n"
-    assert export_pairs("preference", "jsonl", out, overwrite=True).rows == 9
+    out.unlink()
+    assert export_pairs("preference", "jsonl", out).rows == 9
+    assert export_pairs("preference", "jsonl", out, overwrite=True).rows == 9  # its own: the manifest says so
     folder = tmp_path / "folder"
     folder.mkdir()
-    with pytest.raises(BadInput, match="is a folder; the jsonl export writes a file"):
+    with pytest.raises(BadInput, match="is a folder; the export writes a file"):
         export_pairs("preference", "jsonl", folder, overwrite=True)
 
 
@@ -111,7 +118,7 @@ def test_cli_export_and_its_bad_input(stored, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "already exists" in err and len(err.splitlines()) == 1
     assert cli(["export", "--out", str(tmp_path / "y.jsonl"), "--min-confidence", "1.5"]) == 2
-    assert "min_confidence=1.5 is out of range" in capsys.readouterr().err
+    assert "argument --min-confidence: '1.5' is out of range" in capsys.readouterr().err
 
 
 def test_trl_trains_one_step_on_the_exported_datasets(stored, tmp_path, tiny_model_dir):
@@ -134,7 +141,7 @@ def test_trl_trains_one_step_on_the_exported_datasets(stored, tmp_path, tiny_mod
         model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
         before = {k: v.clone() for k, v in model.named_parameters()}
         kwargs = {"ref_model": AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))} if name == "dpo" else {}
-        trainer = trainer_cls(model=model, args=config, train_dataset=datasets.load_from_disk(str(tmp_path / name)),
+        trainer = trainer_cls(model=model, args=config, train_dataset=datasets.load_from_disk(str(tmp_path / name))["train"],
                               processing_class=tokenizer, **kwargs)
         result = trainer.train()
         assert result.global_step == 1

@@ -203,10 +203,14 @@ def test_endpoint_form(home, name, base_url, model, api_key_env, api_key, concur
 def test_price_form(home, model, price_in, price_out):
     from studio.services import prices
 
-    if _studio_error_or_ok(prices.set_price, model, float(price_in), float(price_out)) is None and \
-            model.strip() and math.isfinite(price_in) and math.isfinite(price_out) and price_in >= 0 <= price_out:
-        listed = {p["model"]: p for p in prices.list_prices()}
-        assert listed[model.strip()]["input_usd_per_mtok"] == pytest.approx(float(price_in))
+    try:
+        prices.set_price(model, float(price_in), float(price_out))
+    except StudioError as exc:
+        assert exc.message.strip()
+        return
+    assert 0 <= price_in <= prices.MAX_PRICE and 0 <= price_out <= prices.MAX_PRICE
+    listed = {p["model"]: p for p in prices.list_prices()}
+    assert listed[model.strip()]["input_usd_per_mtok"] == pytest.approx(float(price_in))
 
 
 # What the Generate page's filter widgets can send: text inputs, sliders / number inputs, a checkbox.

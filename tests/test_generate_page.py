@@ -127,7 +127,7 @@ def test_bad_yaml_shows_the_error_naming_the_field(configurable):
     widget(at.button, "Apply YAML").click()
     at = rerun(at)
     errors = [e.value for e in at.error]
-    assert any("responses.generators[0].sampling.temperature=5.0 is not valid" in e and "0 to 2" in e
+    assert any("responses.generators[0].sampling.temperature=5 is out of range" in e and "0 to 2" in e
                for e in errors), errors
     editor = widget(at.text_area, "Config (YAML)")
     editor.input("name: [unclosed\n")
@@ -255,6 +255,21 @@ def test_results_filters_ledger_and_export(fake_endpoint, tmp_path):
     target = settings.current().home / "exports" / "out" / "prefs.jsonl"
     assert any(f"to `{target}`" in s.value for s in at.success), texts(at)
     assert len(target.read_text().splitlines()) == run.counts["preference_pairs"]
+    # the export downloads from the browser as the very file; a datasets folder as one zip
+    (download,) = at.get("download_button")
+    assert "prefs.jsonl" in download.proto.label
+    assert gen_svc.export_download(target).data == target.read_bytes()
+    choice_box = at.selectbox(key="export_fmt")
+    choice_box.set_value("datasets")
+    at.text_input(key="export_path").input("out/prefs-folder")
+    widget(at.button, "Export preference pairs").click()
+    at = rerun(at)
+    import io
+    import zipfile
+
+    zipped = gen_svc.export_download(settings.current().home / "exports" / "out" / "prefs-folder")
+    assert zipped.file_name == "prefs-folder.zip"
+    assert "prefs-folder/dataset_dict.json" in zipfile.ZipFile(io.BytesIO(zipped.data)).namelist()
 
 
 def test_stop_then_resume_a_run_from_the_page(fake_endpoint, fake_openai):
@@ -287,11 +302,20 @@ def test_a_rubric_judge_checks_its_parameters_then_labels_a_run(fake_endpoint):
     at = run_page("Configure & run")
     widget(at.radio, "Judge").set_value("rubric")
     at = rerun(at)
-    assert widget(at.selectbox, "Rubric").value == "length"
-    assert any("no bound" in e.value for e in at.error), [e.value for e in at.error]  # length needs a bound
+    # the default rubric works with its default parameters: no dead end
+    assert widget(at.selectbox, "Rubric").value == "answer_quality"
+    assert not at.error and not widget(at.button, "Start generation").disabled, [e.value for e in at.error]
+    widget(at.selectbox, "Rubric").set_value("length")
+    at = rerun(at)
+    # the length rubric's form starts from a valid example (a bound), with each parameter documented
+    assert widget(at.number_input, "max words").value == 100 and "Most words" in widget(at.number_input, "max words").help
+    assert not at.error and not widget(at.button, "Start generation").disabled
+    widget(at.number_input, "min words").set_value(500)      # a contradiction is said, and Start waits
+    at = rerun(at)
+    assert any("min_words" in e.value for e in at.error), [e.value for e in at.error]
     assert widget(at.button, "Start generation").disabled
     # "Answer variant 1 ..." answers have 20+ words, "variant 0" ones fewer: the long one passes
-    widget(at.text_area, "Rubric parameters (YAML)").input("min_words: 20")
+    widget(at.number_input, "min words").set_value(20)
     at = rerun(at)
     assert not at.error, [e.value for e in at.error]
     widget(at.button, "Start generation").click()
@@ -311,4 +335,9 @@ def test_the_embedded_model_as_llm_judge_is_warned_about(studio_home):
     ensure_embedded_endpoint()
     at = run_page("Configure & run")
     assert not at.exception
+    # with only the embedded model, the default judge is a rubric that labels any prose
+    assert widget(at.radio, "Judge").value == "rubric" and widget(at.selectbox, "Rubric").value == "answer_quality"
+    assert "almost never writes a verdict" not in texts(at)
+    widget(at.radio, "Judge").set_value("llm")   # choosing the embedded model as LLM judge is warned about
+    at = rerun(at)
     assert "almost never writes a verdict" in texts(at)

@@ -94,7 +94,8 @@ def test_evol_instruct_chains_rounds_with_parents(db, fake_endpoint):
                          seeds={"texts": ["Explain recursion."]}, responses={"generators": [
                              {"target": "endpoint:fake", "candidates": 1}]})
     summary = run_generation(config)
-    assert summary.status == "succeeded", summary.message
+    # one candidate scored 3, under min_sft_score: no pair of any kind, and the run says so
+    assert summary.status == "warnings" and "No pairs" in summary.message, summary.message
     found = rows(db, "SELECT id, parent_instruction_id, method, text, template_id FROM instructions ORDER BY created_at")
     first = [r for r in found if r["parent_instruction_id"] is None]
     second = [r for r in found if r["parent_instruction_id"] is not None]
@@ -204,7 +205,8 @@ def test_local_transformers_generator(db, fake_endpoint, tiny_model_dir):
                          judge={"min_sft_score": 1}, preprocess={"dedup_exact": False, "dedup_near": False,
                                                                  "min_chars": 0})
     summary = run_generation(config)
-    assert summary.status == "succeeded", summary.message
+    # the scripted judge scores every tiny-model answer alike: SFT pairs, but no preference pair, said so
+    assert summary.status == "warnings" and "No preference pairs" in summary.message, summary.message
     responses = rows(db, "SELECT model, backend, candidate_index, sampling_params FROM responses")
     assert len(responses) == 4 and {(r["model"], r["backend"]) for r in responses} == {("tiny", "transformers")}
     assert sorted(json.loads(r["sampling_params"])["seed"] for r in responses) == [0, 0, 1, 1]
@@ -317,7 +319,7 @@ def test_listwise_swaps_only_close_calls_and_a_position_biased_judge_is_caught(d
 
     fake_endpoint.configure(reply=(recorder := Recorder(first_is_best)))
     summary = run_generation(make_config(judge={"mode": "listwise", "swap_margin": 1.0}))
-    assert summary.status == "succeeded", summary.message
+    assert summary.status == "warnings" and "same score" in summary.message, summary.message  # all tied
     assert len(recorder.prompts) == 12                   # every call was close: 6 + 6 reversed
     swapped = rows(db, "SELECT count(*) AS n FROM judgments WHERE order_swapped")[0]["n"]
     assert swapped == 12
@@ -373,3 +375,52 @@ def test_listwise_resume_after_a_judge_outage_asks_again(db, fake_endpoint):
     assert again.status == "succeeded", again.message
     assert (again.counts["judgments"], again.counts["preference_pairs"]) == (12, 6)
     assert_consistent(db, again.run_id)
+
+
+# -- nothing ends as a bare success when it produced nothing ------------------------------------------------
+def test_a_judge_whose_replies_cannot_be_read_ends_with_warnings_not_success(fake_endpoint, db):
+    config = make_config(seeds={"texts": [f"Explain {UNJUDGEABLE} caching.", f"Explain {UNJUDGEABLE} queues."]},
+                         instructions={"method": "seeds"})
+    summary = run_generation(config)
+    assert summary.status == "warnings", (summary.status, summary.message)
+    assert summary.counts["preference_pairs"] == 0
+    assert "could not be read" in summary.message and "rubric" in summary.message
+
+
+def test_one_candidate_per_instruction_makes_sft_pairs_and_succeeds(fake_endpoint, db):
+    config = make_config(responses={"generators": [{"target": "endpoint:fake", "candidates": 1}]},
+                         judge={"kind": "rubric", "rubric": {"name": "answer_quality", "params": {}}})
+    summary = run_generation(config)
+    assert summary.status == "succeeded" and summary.counts["sft_pairs"] > 0, summary.message
+    assert "0 preference pairs" in summary.message
+
+
+def test_the_answer_quality_rubric_labels_prose_into_pairs(fake_endpoint, db):
+    # 'variant 1' answers are long, 'variant 0' ones short: with min_words 15 the short one loses points
+    config = make_config(judge={"kind": "rubric", "rubric": {"name": "answer_quality", "params": {"min_words": 15}}})
+    summary = run_generation(config)
+    assert summary.status == "succeeded", (summary.status, summary.message)
+    assert summary.counts["preference_pairs"] > 0 and "preference pairs" in summary.message
+
+
+def test_calls_answered_inside_a_slow_batch_show_in_the_progress(fake_endpoint, db):
+    """One batch of 12 responses at 0.2 s each on one connection: the progress line counts the answers
+    as they come, long before the batch is written."""
+    events = []
+
+    class Events:
+        def update(self, **event):
+            events.append(event)
+
+    fake_endpoint.configure(reply=scripted_reply, latency_s=0.2)
+    config = make_config(batch_size=64, concurrency=1, judge={"kind": "rubric", "rubric": {"name": "answer_quality",
+                                                                                          "params": {}}})
+    summary = run_generation(config, progress=Events())
+    assert summary.counts["responses"] == 12
+    stage = None
+    live = []
+    for event in events:
+        stage = event.get("stage", stage)
+        if stage.startswith("responses") and "done" not in event:
+            live.append(event["answered"])
+    assert live and live == sorted(live) and live[0] < 12, live   # moving, before the batch was written

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.generate.config import GenerationConfig, field_help
+from core.specs import describe_fields
+from pipelines.generate.config import GenerationConfig
 from studio.services.generate import run_generation
 from studio import jobs
 from studio.cli_generate import main as cli
@@ -23,50 +24,50 @@ __all__ = ["fake_endpoint"]
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"nmae": "x"}, r"Unknown key 'nmae'.*Did you mean 'name'\?"),
-    ({"instructions": {"per_seeed": 2}}, r"Unknown key 'instructions.per_seeed'.*Did you mean 'per_seed'"),
-    ({"judge": {"rubric": {"nam": "length"}}}, r"Unknown key 'judge.rubric.nam'"),
-    ({"preprocess": {"near_treshold": 0.5}}, r"Unknown key 'preprocess.near_treshold'.*near_threshold"),
+    ({"nmae": "x"}, r"nmae: unknown key in the generation config\. Did you mean 'name'\?"),
+    ({"instructions": {"per_seeed": 2}}, r"instructions.per_seeed: unknown key.*Did you mean 'per_seed'"),
+    ({"judge": {"rubric": {"nam": "length"}}}, r"judge.rubric.nam: unknown key.*Did you mean 'name'"),
+    ({"preprocess": {"near_treshold": 0.5}}, r"preprocess.near_treshold: unknown key.*near_threshold"),
     ({"name": ""}, r"name='' is not valid.*non-empty name"),
-    ({"batch_size": 0}, r"batch_size=0 is not valid.*1 to 1024"),
-    ({"concurrency": 0}, r"concurrency=0 is not valid"),
+    ({"batch_size": 0}, r"batch_size=0 is out of range.*1 to 1024"),
+    ({"concurrency": 0}, r"concurrency=0 is out of range.*1 to 256"),
     ({"seeds": {"file": "seeds.csv"}}, r"seeds gives texts, file.*exactly one of"),
     ({"seeds": {"texts": []}}, r"seeds gives no source"),
     ({"seeds": {"texts": ["ok", " "]}}, r"seeds.texts=.*non-empty seed tasks"),
     ({"seeds": {"texts": "just one string"}}, r"seeds.texts='just one string' must be a list"),
-    ({"seeds": {"limit": 0}}, r"seeds.limit=0 is not valid"),
-    ({"instructions": {"method": "magic"}}, r"instructions.method='magic' is not valid.*seeds, self_instruct, evol"),
-    ({"instructions": {"per_seed": 0}}, r"instructions.per_seed=0 is not valid"),
+    ({"seeds": {"limit": 0}}, r"seeds.limit=0 is out of range"),
+    ({"instructions": {"method": "magic"}}, r"instructions.method='magic' is not one of the choices.*seeds, self_instruct, evol"),
+    ({"instructions": {"per_seed": 0}}, r"instructions.per_seed=0 is out of range.*1 to 50"),
     ({"instructions": {"method": "evol", "per_seed": 3, "evol_operations": ["deepen", "breadth"]}},
      r"instructions.per_seed=3 is not valid.*at most 2"),
-    ({"instructions": {"evol_operations": ["deepen", "shrink"]}}, r"instructions.evol_operations=.*each operation once"),
-    ({"instructions": {"evol_rounds": 9}}, r"instructions.evol_rounds=9 is not valid"),
+    ({"instructions": {"evol_operations": ["deepen", "shrink"]}}, r"instructions.evol_operations\[1\]='shrink' is not one of the choices.*deepen"),
+    ({"instructions": {"evol_rounds": 9}}, r"instructions.evol_rounds=9 is out of range.*1 to 5"),
     ({"instructions": {"generator": "gpt-4"}}, r"instructions.generator='gpt-4' is not valid.*endpoint:<name>"),
     ({"instructions": {"templates": {"self_instruct": "Write {n} tasks."}}}, r"lacks the placeholder\(s\) \{seed\}"),
     ({"instructions": {"templates": {"self_instruct": "{seed} {count}"}}}, r"unknown placeholder\(s\) \{count\}"),
     ({"instructions": {"templates": {"self_instruct": "{seed} {"}}}, r"stray brace"),
     ({"instructions": {"templates": {"evol:shrink": "{instruction}"}}}, r"no template kind 'evol:shrink'"),
-    ({"instructions": {"sampling": {"temperature": 3}}}, r"instructions.sampling.temperature=3.0 is not valid"),
+    ({"instructions": {"sampling": {"temperature": 3}}}, r"instructions.sampling.temperature=3 is out of range.*0 to 2"),
     ({"instructions": {"sampling": {"temperature": "hot"}}}, r"instructions.sampling.temperature='hot' must be a number"),
-    ({"instructions": {"sampling": {"top_p": 0}}}, r"instructions.sampling.top_p=0.0 is not valid"),
-    ({"instructions": {"sampling": {"max_tokens": 0}}}, r"instructions.sampling.max_tokens=0 is not valid"),
-    ({"instructions": {"sampling": {"seed": -1}}}, r"instructions.sampling.seed=-1 is not valid"),
+    ({"instructions": {"sampling": {"top_p": 0}}}, r"instructions.sampling.top_p=0 is out of range.*above 0"),
+    ({"instructions": {"sampling": {"max_tokens": 0}}}, r"instructions.sampling.max_tokens=0 is out of range"),
+    ({"instructions": {"sampling": {"seed": -1}}}, r"instructions.sampling.seed=-1 is out of range"),
     ({"instructions": [1, 2]}, r"instructions must be a mapping"),
     ({"responses": {"generators": []}}, r"responses.generators=\[\] is not valid.*at least one generator"),
     ({"responses": {"generators": [{"target": "endpoint:a"}, {"target": "endpoint:a"}]}}, r"each target once"),
     ({"responses": {"generators": [{"target": "endpoint:a", "candidates": 0}]}},
-     r"responses.generators\[0\].candidates=0 is not valid"),
-    ({"judge": {"kind": "human"}}, r"judge.kind='human' is not valid"),
-    ({"judge": {"mode": "rankwise"}}, r"judge.mode='rankwise' is not valid.*listwise"),
+     r"responses.generators\[0\].candidates=0 is out of range.*1 to 16"),
+    ({"judge": {"kind": "human"}}, r"judge.kind='human' is not one of the choices.*llm, rubric"),
+    ({"judge": {"mode": "rankwise"}}, r"judge.mode='rankwise' is not one of the choices.*listwise"),
     ({"judge": {"kind": "rubric", "mode": "pairwise"}}, r"judge.mode='pairwise' is not valid.*pointwise"),
     ({"judge": {"target": "nowhere"}}, r"judge.target='nowhere' is not valid"),
     ({"judge": {"aspects": []}}, r"judge.aspects=\[\] is not valid"),
-    ({"judge": {"temperature": 5}}, r"judge.temperature=5.0 is not valid"),
-    ({"judge": {"max_tokens": 5}}, r"judge.max_tokens=5 is not valid"),
-    ({"judge": {"min_sft_score": 7}}, r"judge.min_sft_score=7.0 is not valid"),
+    ({"judge": {"temperature": 5}}, r"judge.temperature=5 is out of range.*0 to 2"),
+    ({"judge": {"max_tokens": 5}}, r"judge.max_tokens=5 is out of range.*16 to 8192"),
+    ({"judge": {"min_sft_score": 7}}, r"judge.min_sft_score=7 is out of range.*1 to 5"),
     ({"judge": {"repair": "yes"}}, r"judge.repair='yes' must be true or false"),
     ({"judge": {"kind": "rubric", "rubric": {"name": "no_such_rubric"}}}, r"no rubric named 'no_such_rubric'"),
-    ({"preprocess": {"near_threshold": 2}}, r"preprocess.near_threshold=2.0 is out of range"),
+    ({"preprocess": {"near_threshold": 2}}, r"preprocess.near_threshold=2 is out of range"),
 ])
 def test_every_config_rule_names_the_field_the_value_and_the_fix(changes, message):
     with pytest.raises(BadInput, match=message):
@@ -78,7 +79,7 @@ def test_yaml_errors_are_one_clear_message(tmp_path):
         GenerationConfig.from_yaml("name: x\nseeds: {texts: [a]\nname2: y\n")
     with pytest.raises(BadInput, match="The generation config is empty"):
         GenerationConfig.from_yaml("# nothing\n")
-    with pytest.raises(BadInput, match="the config must be a mapping"):
+    with pytest.raises(BadInput, match="The generation config must be a mapping"):
         GenerationConfig.from_yaml("- a list\n")
     with pytest.raises(BadInput, match="does not exist"):
         GenerationConfig.from_yaml(tmp_path / "missing.yaml")
@@ -91,10 +92,10 @@ def test_yaml_round_trip_defaults_and_the_example():
     example = GenerationConfig.from_yaml(REPO_ROOT / "examples" / "generate.yaml")
     assert example.targets() == ["endpoint:embedded"]
     assert GenerationConfig.from_yaml(example.to_yaml()) == example
-    helps = field_help()
-    assert len(helps) > 40 and all(text for _, _, text in helps)
+    helps = describe_fields(GenerationConfig)
+    assert len(helps) > 40 and all(row.help for row in helps)
     assert ("responses.generators", [{"target": "endpoint:embedded", "candidates": 2, "sampling": {
-        "temperature": 0.7, "top_p": 1.0, "max_tokens": 256, "seed": None}}]) in [(p, d) for p, d, _ in helps]
+        "temperature": 0.7, "top_p": 1.0, "max_tokens": 256, "seed": None}}]) in [(r.path, r.default) for r in helps]
 
 
 def _wait_run(run_id: str, until, timeout: float = 60.0):
@@ -157,7 +158,7 @@ def test_listings_lineage_and_their_bad_input(db, fake_endpoint):
     assert service.count_pairs("sft", {"run_id": summary.run_id, "model": "fake-model"}) == 6
     assert service.list_pairs("preference", {"min_confidence": 0.9}) == []
     assert len(service.list_pairs("preference", {"max_length": 10_000}, limit=2, offset=1)) == 2
-    with pytest.raises(BadInput, match="Unknown pair filter"):
+    with pytest.raises(BadInput, match="colour: unknown key in the pair filters"):
         service.list_pairs("preference", {"colour": "red"})
     with pytest.raises(BadInput, match="min_confidence=2 is out of range"):
         service.list_pairs("preference", {"min_confidence": 2})
@@ -235,3 +236,16 @@ def test_more_bad_input_is_refused_with_the_fix(db, fake_endpoint, tmp_path):
 def test_the_embedded_model_as_judge_gets_a_warning():
     assert "almost never writes a verdict" in service.judge_warning("endpoint:embedded")
     assert service.judge_warning("endpoint:openai") is None and service.judge_warning(None) is None
+
+
+def test_a_double_click_on_start_makes_one_run(db, fake_endpoint):
+    """Two starts of the same config at once (a double click, two tabs) give one run and one job."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = make_config(name="double")
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: service.start_generation(config), range(2))
+    assert first == second
+    assert [r.run_id for r in service.list_runs() if r.name == "double"] == [first.run_id]
+    detail = _wait_run(first.run_id, lambda d: d.summary.status not in ("queued", "running"), timeout=60)
+    assert detail.summary.status == "succeeded", detail.summary.message

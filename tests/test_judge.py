@@ -223,7 +223,7 @@ def test_pairwise_repaired_and_backend_failure(fake_openai):
 
 # -- config, confidence, choice ------------------------------------------------------------------------------
 @pytest.mark.parametrize("changes,match", [
-    ({"mode": "rankwise"}, "JudgeConfig.mode='rankwise' is not a judge mode.*'listwise'"),
+    ({"mode": "rankwise"}, "mode='rankwise' is not one of the choices.*listwise"),
     ({"aspects": ()}, "JudgeConfig.aspects=\\(\\) is empty"),
     ({"aspects": "helpfulness"}, "JudgeConfig.aspects='helpfulness' is empty or not a list"),
     ({"aspects": ("Instruction Following",)}, "invalid name 'Instruction Following'.*snake_case"),
@@ -234,10 +234,10 @@ def test_pairwise_repaired_and_backend_failure(fake_openai):
     ({"pointwise_template": "{instruction} {response} {aspects} {respones}"}, "unknown placeholder {respones}"),
     ({"pointwise_template": "  "}, "pointwise_template is empty"),
     ({"temperature": 3}, "temperature=3 is out of range"),
-    ({"temperature": "hot"}, "temperature='hot' is out of range"),
+    ({"temperature": "hot"}, "temperature='hot' must be a number"),
     ({"max_tokens": 4}, "max_tokens=4 is out of range"),
-    ({"max_tokens": 100.5}, "max_tokens=100.5 is out of range"),
-    ({"repair": "yes"}, "repair='yes' is not true or false"),
+    ({"max_tokens": 100.5}, "max_tokens=100.5 must be a whole number"),
+    ({"repair": "yes"}, "repair='yes' must be true or false"),
 ])
 def test_config_validation(changes, match):
     with pytest.raises(BadInput, match=match):
@@ -247,7 +247,7 @@ def test_config_validation(changes, match):
 def test_config_from_dict():
     config = JudgeConfig.from_dict({"mode": "pairwise", "aspects": ["honesty"], "max_tokens": 200})
     assert config.mode == "pairwise" and config.aspects == ("honesty",) and config.max_tokens == 200
-    with pytest.raises(BadInput, match="unknown key 'temprature'"):
+    with pytest.raises(BadInput, match="temprature: unknown key in the judge config.*Did you mean 'temperature'"):
         JudgeConfig.from_dict({"temprature": 0.1})
     assert JudgeConfig().aspects == ASPECTS
     literal_json = 'Reply like {"score": 1}. {instruction} {response} {aspects}'

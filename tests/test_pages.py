@@ -59,7 +59,7 @@ def test_home_in_an_empty_home_shows_counts_services_and_next_steps(studio_home)
     assert "Preference pairs" in shown and "Training runs" in shown
     page = texts(at)
     for step in status.next_steps:
-        assert step in page
+        assert step.text in page and (step.command is None or step.command in [c.value for c in at.code])
     assert "Pull the embedded model" in page
     for service in status.services:
         assert f"**{service.name}**" in page
@@ -245,3 +245,33 @@ def test_progress_text_for_counts_bytes_and_a_queued_job():
                             progress={"done": 3 * 2**20, "total": 12 * 2**20, "unit": "bytes"})
     assert progress_text(download) == (0.25, "pull · 3.0 MB / 12.0 MB")
     assert progress_text(jobs.JobInfo(id="q", kind="pull", name=None, status="queued")) == (0.0, "pull · queued")
+
+
+def test_progress_text_of_a_slow_stage_shows_it_is_working():
+    """A judge stage whose first batch takes minutes: the line names the stage, the time it has run and
+    the calls answered so far, and waits for the first batch to give an ETA; never the last stage's 8/8."""
+    started = time.time() - 125
+    job = jobs.JobInfo(id="j", kind="generation", name="generate g", status="running",
+                       progress={"stage": "judge", "done": 0, "total": 8, "unit": "instruction", "answered": 5,
+                                 "stage_started_at": started, "eta_s": None})
+    fraction, text = progress_text(job)
+    assert fraction == 0.0
+    assert text.startswith("generate g · judge · 0 / 8 instruction · 5 calls answered · running 2 min")
+    assert text.endswith("ETA after the first batch")
+    ended = jobs.JobInfo(id="e", kind="generation", name="g", status="succeeded",
+                         progress={"stage": "done", "done": 8, "total": 8, "eta_s": 0.0, "stage_started_at": started})
+    assert "running" not in progress_text(ended)[1] and "ETA" not in progress_text(ended)[1]
+
+
+def test_a_new_stage_reaches_the_job_row_at_once(studio_home):
+    """The reporter writes a stage change immediately (not at its 1-second pace), so a page never shows
+    the previous stage's last line while the next one works."""
+    from storage import jobs as job_store
+    from studio.jobs import reporter as job_reporter
+
+    job_store.insert_job(get_database(), "job_stage", "generation", "g", {})
+    reporter = job_reporter("job_stage", show_bar=False)
+    reporter.update(stage="responses", done=8, total=8, unit="response")
+    reporter.update(stage="judge", done=0, total=8, unit="instruction")      # within the same second
+    row = job_store.get_job(get_database(), "job_stage").progress
+    assert row["stage"] == "judge" and row["done"] == 0 and row["stage_started_at"] > 0

@@ -255,7 +255,7 @@ def test_kill_9_during_training_then_resume_keeps_every_metric_once(training_hom
     steps = 40
     spec = RunSpec.from_dict({"name": "killed", "recipe": "dpo", "base_model": "tiny", "snapshot_id": training_home.id,
                               "preset": "cpu_smoke_test", "hyper": {"max_steps": steps, "save_steps": 2,
-                                                                    "max_length": 64, "max_prompt_length": 32}})
+                                                                    "max_length": 64}})
     run = train_svc.start_run(spec)
     db = get_database()
     kill_training_mid_run(run.id, past_step=2)

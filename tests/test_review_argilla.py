@@ -282,4 +282,4 @@ def test_cli_push_pull_status_json(studio_home, db, argilla_env):
     assert data["connection"]["ok"] and data["rounds"][0]["pushed"] == 2
     assert "overall" in data["rounds"][0]["agreement"]
     bad = run("push", "--limit", "0")
-    assert bad.returncode == 2 and "limit=0 must be at least 1" in bad.stderr
+    assert bad.returncode == 2 and "argument --limit: '0' is out of range; use a whole number from 1" in bad.stderr

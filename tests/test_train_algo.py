@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from pipelines.llm.base import SamplingParams
 from pipelines.llm.transformers_local import TransformersBackend
 from pipelines.train.algorithms import StageInput, trainer_for
-from pipelines.train.callbacks import CheckpointCallback, MetricsCallback
 from pipelines.train.data import rows_for_stage
 from pipelines.train.outputs import merge_adapter
-from pipelines.train.params import HyperParams, PeftSpec
+from pipelines.train.params import PARAMS, PeftSpec, field_names
+from pipelines.train.stages import run_stage
 from storage import training as store
 
 EXPECTED = {
@@ -43,15 +43,16 @@ def stage_input(stage, model_path, out: Path, rows=None, peft=None, **hyper) -> 
     settings = dict(max_steps=2, per_device_train_batch_size=2, learning_rate=1e-3, save_steps=2, max_length=64,
                     max_prompt_length=32, num_generations=2)
     settings.update(hyper)
+    params = PARAMS[stage]   # the stage's own class: only the settings it has
+    settings = {k: v for k, v in settings.items() if k in field_names(params)}
     return StageInput(stage=stage, model_path=model_path, output_dir=out / "checkpoints", final_dir=out / "final",
-                      hyper=HyperParams(**settings), peft=peft or PeftSpec(), precision="fp32", cuda=False,
+                      hyper=params(**settings), peft=peft or PeftSpec(), precision="fp32", cuda=False,
                       train_rows=rows_for_stage(stage, "preference", rows or preference_rows()))
 
 
 def train_with_callbacks(db, stage, inp, run_id="run_algo"):
-    metrics = MetricsCallback(db, run_id)
-    inp.callbacks = [metrics, CheckpointCallback(db, run_id, metrics)]
-    return trainer_for(stage)(inp)
+    """The stage as the runner trains it: metrics and checkpoints through the writer thread, the stop check."""
+    return run_stage(db, run_id, inp, reporter=None, label=stage, should_stop=lambda: False)
 
 
 @pytest.fixture(scope="module")

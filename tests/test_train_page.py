@@ -74,17 +74,38 @@ def test_run_form_has_presets_help_and_the_estimate(ready):
     widget(at.number_input, "gradient accumulation steps").set_value(3)
     at = rerun(at)
     assert {m.label: m.value for m in at.metric}["Effective batch"] == "6"
+    widget(at.number_input, "Processes").set_value(2)          # 2 data-parallel processes: twice the batch
+    at = rerun(at)
+    assert {m.label: m.value for m in at.metric}["Effective batch"] == "12"
     widget(at.selectbox, "Preset").set_value("lora_one_gpu")
     at = rerun(at)
     assert widget(at.number_input, "per device train batch size").value == 8
     assert "python -m studio train RUN.yaml" in texts(at)
 
 
+def test_the_form_shows_only_the_chosen_recipes_fields(ready):
+    """One parameter class per algorithm: a DPO form has beta and no kl_coef; help text from the field."""
+    at = open_page("New run")
+    online = {"kl coef", "num generations", "max prompt length"}
+    # a preference snapshot proposes the recipes that learn from preference data, DPO first
+    assert widget(at.selectbox, "Recipe").value == "dpo" and "sft: sft" in widget(at.selectbox, "Recipe").options[1:]
+    widget(at.selectbox, "Recipe").set_value("sft")
+    at = rerun(at)
+    assert not {w.label for w in at.number_input} & (online | {"beta"})
+    widget(at.selectbox, "Recipe").set_value("dpo")
+    at = rerun(at)
+    assert "beta" in {w.label for w in at.number_input} and not {w.label for w in at.number_input} & online
+    assert "DPO temperature" in widget(at.number_input, "beta").help
+    widget(at.selectbox, "Recipe").set_value("grpo")
+    at = rerun(at)
+    assert online <= {w.label for w in at.number_input} and "beta" not in {w.label for w in at.number_input}
+
+
 def test_an_invalid_hyperparameter_names_the_field_and_range(ready):
     at = open_page("New run")
     widget(at.number_input, "warmup ratio").set_value(0.9)
     at = rerun(at)
-    assert "hyper.warmup_ratio = 0.9 is not allowed" in "\n".join(e.value for e in at.error)
+    assert "hyper.warmup_ratio=0.9 is out of range" in "\n".join(e.value for e in at.error)
     assert "Start training" not in [b.label for b in at.button]
 
 
@@ -92,8 +113,7 @@ def test_starting_a_run_from_the_page_trains_the_tiny_model(ready):
     at = open_page("New run")
     widget(at.text_input, "Run name").input("from-page")
     widget(at.number_input, "max steps").set_value(2)
-    widget(at.number_input, "max length").set_value(64)
-    widget(at.number_input, "max prompt length").set_value(32)
+    widget(at.number_input, "max length").set_value(64)       # the SFT form: no max prompt length
     widget(at.button, "Start training").click()
     at = rerun(at)
     assert any("Started run" in s.value for s in at.success), texts(at)
@@ -109,3 +129,25 @@ def test_starting_a_run_from_the_page_trains_the_tiny_model(ready):
     assert list(table["status"]) == ["succeeded"] and list(table["run"]) == ["from-page"]
     assert "**loss**" in texts(at) and "Lineage: snapshot → records → generation runs" in [e.label for e in at.expander]
     assert widget(at.button, "Resume").disabled and widget(at.button, "Cancel").disabled
+
+
+def test_the_peft_method_shows_its_own_fields_and_monitoring_goes_into_the_spec(ready):
+    """ReFT's form has rank, layers and positions (no LoRA target modules); the chosen loggers are report_to."""
+    at = open_page("New run")
+    assert "target modules" in {w.label for w in at.text_input} and "positions" not in {w.label for w in at.text_input}
+    widget(at.selectbox, "method").set_value("reft")
+    at = rerun(at)
+    assert {"layers", "positions"} <= {w.label for w in at.text_input} and "target modules" not in \
+        {w.label for w in at.text_input}
+    assert "subspace ReFT edits" in widget(at.number_input, "r").help
+    assert "pyreft's notation" in widget(at.text_input, "positions").help
+    widget(at.text_input, "layers").input("0, 1")
+    widget(at.text_input, "positions").input("f2+l2")
+    assert set(widget(at.multiselect, "Monitoring").options) == {"tensorboard", "wandb", "mlflow"}
+    widget(at.multiselect, "Monitoring").set_value(["tensorboard", "mlflow"])
+    at = rerun(at)
+    spec = next(c.value for c in at.code if "recipe:" in c.value)
+    assert "method: reft" in spec and "layers:\n  - 0\n  - 1" in spec and "positions: f2+l2" in spec
+    assert "report_to:\n- tensorboard\n- mlflow" in spec
+    widget(at.text_input, "positions").input("middle")
+    assert "peft.positions='middle' is not fN, lN or fN+lN" in "\n".join(e.value for e in rerun(at).error)

@@ -12,7 +12,8 @@ import pytest
 
 from pipelines.llm.base import SamplingParams
 from pipelines.train.runner import run_training
-from pipelines.train.spec import RunSpec
+from pipelines.train.params import field_names
+from pipelines.train.spec import RunSpec, params_class
 from storage import registry
 from storage import training as store
 from storage.pairs import insert_preference_pairs
@@ -51,7 +52,9 @@ def tiny(db, tiny_model_dir):
 
 def new_run(db, snapshot_id: str, **over) -> str:
     hyper = {"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-3, "save_steps": 2,
-             "max_length": 64, "max_prompt_length": 32}
+             "max_length": 64}
+    if "max_prompt_length" in field_names(params_class(over.get("recipe", "dpo"))):  # ppo, grpo...: a prompt budget
+        hyper["max_prompt_length"] = 32
     hyper.update(over.pop("hyper", {}))
     spec = RunSpec.from_dict({"name": "r1", "recipe": "dpo", "base_model": "tiny", "snapshot_id": snapshot_id,
                               "hyper": hyper, **over})

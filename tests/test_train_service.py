@@ -31,8 +31,7 @@ def home(tiny_training_home):
 def _spec(snapshot_id: str, name: str = "run", steps: int = 4, evaluation: dict | None = None, **hyper) -> RunSpec:
     return RunSpec.from_dict({"name": name, "recipe": "dpo", "base_model": "tiny", "snapshot_id": snapshot_id,
                               "preset": "cpu_smoke_test", "evaluation": evaluation or {"enabled": False},
-                              "hyper": {"max_steps": steps, "save_steps": 2, "max_length": 64,
-                                        "max_prompt_length": 32, **hyper}})
+                              "hyper": {"max_steps": steps, "save_steps": 2, "max_length": 64, **hyper}})
 
 
 def _wait(predicate, what: str, timeout: float = WAIT_S, every: float = 0.3):
@@ -74,7 +73,11 @@ def test_estimate_counts_effective_batch_steps_and_time(home):
     est = form_svc.estimate(spec, 9)
     assert est.effective_batch == 6 and est.steps == 4  # ceil(ceil(9 / 2) / 3) = 2 steps an epoch, 2 epochs
     assert est.seconds is not None and est.seconds > 0 and "cpu" in est.basis
-    assert {f.name for f in form_svc.form_fields("hyper")} >= {"learning_rate", "beta", "max_grad_norm"}
+    assert "no run finished here yet" in est.basis
+    dpo = {f.name for f in form_svc.form_fields("hyper", "dpo")}
+    assert dpo >= {"learning_rate", "beta", "max_grad_norm"} and not dpo & {"kl_coef", "num_generations"}
+    assert {"kl_coef", "num_generations", "max_prompt_length"} <= {f.name for f in form_svc.form_fields("hyper", "grpo")}
+    assert "beta" not in {f.name for f in form_svc.form_fields("hyper", "sft")}
     assert all(f.help for f in form_svc.form_fields("peft"))
 
 
@@ -99,6 +102,20 @@ def test_foreground_run_trains_registers_its_output_and_shows_lineage(home):
     assert {(r["run_id"], r["split"], r["pairs"]) for r in lineage["by_generation_run"]} == \
         {("gen1", "train", 9), ("gen1", "eval", 3)}
     assert job_store.get_job(get_database(), run.job_id).status == "succeeded"
+    # the next estimate is calibrated on this run's real duration: the same spec predicts about what it took
+    took = (run.finished_at - run.started_at).total_seconds()
+    again = form_svc.estimate(_spec(home.id, name="fg"), home.n_train)
+    assert "calibrated on the last 1 run" in again.basis and again.seconds == pytest.approx(took, rel=0.05)
+    # the model card shows on the Models page, with the snapshot it learned from
+    assert home.id in models_svc.model_card(run.output_model)
+    from streamlit.testing.v1 import AppTest
+
+    from tests.fixtures.core import REPO_ROOT
+
+    page = AppTest.from_file(str(REPO_ROOT / "pages" / "models.py"), default_timeout=60).run()
+    page.selectbox(key="card_model").set_value(run.output_model).run()
+    assert not page.exception and any(home.id in m.value for m in page.markdown)
+    assert models_svc.model_card("tiny") is None
     with pytest.raises(BadInput, match="is succeeded; only a failed, cancelled or interrupted run resumes"):
         svc.resume_run(run.id)
     with pytest.raises(BadInput, match="is already succeeded"):
@@ -198,3 +215,17 @@ def test_studio_start_reconciles_runs_left_running(home):
     lifecycle._reconcile_interrupted_work(said.append)
     assert run_store.get_run(get_database(), run_id).status == "interrupted"
     assert run_id in said[0] and "runs resume" in said[0]
+
+
+def test_a_double_click_on_start_makes_one_run(home):
+    """Two starts of the same spec at once (a double click, two tabs) give one run and one process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = _spec(home.id, name="double", steps=2)
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: svc.start_run(spec), range(2))
+    assert first.id == second.id and first.job_id == second.job_id
+    assert [r.id for r in svc.list_runs() if r.name == "double"] == [first.id]
+    _wait(lambda: svc.get_run(first.id).status not in ("queued", "running"), "the run to finish")
+    assert svc.get_run(first.id).status == "succeeded"
+    assert len([m for m in models_svc.list_models() if m.name.startswith("double")]) == 1

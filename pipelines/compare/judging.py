@@ -14,11 +14,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from pipelines.judge.llm import JudgeConfig, LLMJudge
-from pipelines.judge.rubrics import RubricJudge
+from pipelines.judge.rubrics import RubricJudge, get_rubric
 from pipelines.llm.base import LLMBackend, run_sync
 from storage import compare as store
 from storage.db import Database
 from core.errors import BadInput
+from core.specs import check_fields, load_spec
 
 KINDS = ("llm", "rubric")
 LLM_CHUNK = 16
@@ -29,7 +30,8 @@ class JudgeSpec:
     """Who judges a comparison; validated on creation."""
 
     kind: str = field(default="llm", metadata={"help": "'llm' (a model compares two answers in both orders) or "
-                                                      "'rubric' (a programmatic check scores each answer)."})
+                                                      "'rubric' (a programmatic check scores each answer).",
+                                                      "choices": KINDS})
     target: str | None = field(default=None, metadata={"help": "The judge model for kind 'llm': endpoint:NAME or local:NAME."})
     rubric: str | None = field(default=None, metadata={"help": "The rubric for kind 'rubric', e.g. reference_match."})
     params: dict = field(default_factory=dict, metadata={"help": "The rubric's parameters."})
@@ -37,30 +39,26 @@ class JudgeSpec:
     length_controlled: bool = field(default=False, metadata={"help": "Also report win rates controlled for answer length."})
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise BadInput(f"judge.kind={self.kind!r} is not a judge kind.", hint="Use 'llm' or 'rubric'.")
+        check_fields(self)
         if self.kind == "llm" and not self.target:
-            raise BadInput("judge.target is empty for an LLM judge.", hint="Pick the judge model, e.g. endpoint:embedded.")
+            raise BadInput("target is empty for an LLM judge.", hint="Pick the judge model, e.g. endpoint:embedded.")
         if self.kind == "rubric":
             if not self.rubric:
-                raise BadInput("judge.rubric is empty for a rubric judge.", hint="Name a rubric, e.g. reference_match.")
-            RubricJudge(self.rubric, self.params)        # checks the name and the parameters now
+                raise BadInput("rubric is empty for a rubric judge.", hint="Name a rubric, e.g. reference_match.")
+            get_rubric(self.rubric).check_params(self.params, path="params")   # the name and the params, now
         if self.kind == "llm":
-            JudgeConfig.from_dict({**self.config, "mode": "pairwise"})
+            JudgeConfig.from_dict({**self.config, "mode": "pairwise"}, path="config")
 
     @property
     def voter(self) -> str:
         return self.target if self.kind == "llm" else f"rubric:{self.rubric}"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "JudgeSpec | None":
+    def from_dict(cls, data: dict[str, Any] | None, path: str = "judge") -> "JudgeSpec | None":
+        """The judge settings of a comparison (``judge:``) or of a run's evaluation; empty = no judge."""
         if not data:
             return None
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInput(f"The judge settings have an unknown key {unknown[0]!r}.", hint=f"Known keys: {sorted(known)}.")
-        return cls(**data)
+        return load_spec(cls, data, label="the judge settings", path=path)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -71,15 +71,15 @@ def _load(path: str | Path, kind: str):
 def perplexity(model_path: str | Path, texts: Sequence[str], max_length: int = 512, batch_size: int = 8,
                adapter_path: str | Path | None = None) -> float:
     """exp(mean negative log-likelihood per predicted token) of a causal LM over held-out texts; with
-    ``adapter_path``, of the base model with that PEFT adapter applied (a trained LoRA run's output)."""
+    ``adapter_path``, of the base model with that adapter applied (a trained LoRA or ReFT run's output)."""
     texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise BadInput("No held-out text to measure perplexity on.", hint="Pick a snapshot with an eval split.")
     torch, tokenizer, model = _load(model_path, "causal")
-    if adapter_path:
-        from peft import PeftModel
+    if adapter_path:  # a PEFT adapter or a ReFT intervention
+        from pipelines.models.reft import apply_adapter
 
-        model = PeftModel.from_pretrained(model, str(adapter_path)).eval()
+        model = apply_adapter(model, adapter_path).eval()
     total_nll, total_tokens = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from core.errors import BadInput
+from core.inputs import MAX_BOOTSTRAP, check_number
 
 OUTCOME = {"a": 1.0, "b": 0.0, "tie": 0.5, "both_bad": 0.5}
 SCALE, BASE, CENTER = 400.0, 10.0, 1000.0
@@ -93,8 +94,7 @@ def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
 
 
 def _check(n_boot: int, confidence: float) -> None:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
-        raise BadInput(f"n_boot={n_boot!r} is not a whole number of resamples.", hint="Use 0 (no interval) or e.g. 1000.")
+    check_number(n_boot, "n_boot", 0, MAX_BOOTSTRAP, integer=True)
     if not 0 < confidence < 1:
         raise BadInput(f"confidence={confidence!r} is out of range.", hint="Use a level between 0 and 1, e.g. 0.95.")
 

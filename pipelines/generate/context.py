@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from core.errors import BackendError
 
 log = logging.getLogger(__name__)
 IN_FLIGHT_BATCHES = 3   # batches in flight: keeps the endpoint busy while one batch is written
+LIVE_EVERY_S = 0.5      # how often a finished call inside a batch updates the progress line
 MAX_ERRORS_KEPT = 10
 
 
@@ -44,6 +46,8 @@ class RunContext:
     aborted: str | None = None
     tokens: int = 0
     cost_usd: float = 0.0
+    answered: int = 0                         # calls of the current stage answered so far (live progress)
+    _last_live: float = 0.0
 
     # -- control ------------------------------------------------------------------------------
     def halted(self) -> bool:
@@ -56,7 +60,16 @@ class RunContext:
         if self.progress is not None:
             self.progress.update(stage=stage, done=done, total=total, unit=unit, message=message,
                                  tokens=self.tokens, cost_usd=round(self.cost_usd, 6), run_id=self.run_id,
-                                 failed=sum(self.failed.values()))
+                                 failed=sum(self.failed.values()), answered=self.answered)
+
+    def call_answered(self, _result: Any) -> None:
+        """One call of a batch finished (before the batch is written): the live count moves, so a slow
+        batch (a small judge, say) shows work going on rather than a frozen line."""
+        self.answered += 1
+        now = time.monotonic()
+        if self.progress is not None and now - self._last_live >= LIVE_EVERY_S:
+            self._last_live = now
+            self.progress.update(answered=self.answered)
 
     def count(self, results: Sequence[Any]) -> None:
         """Tokens and cost of fresh (not cached) generations, for the progress line."""
@@ -76,9 +89,12 @@ class RunContext:
         """A backend for one stage; its ledger rows carry job_id = the run id and this stage, and
         it is closed at the end so buffered cache and ledger rows are written."""
         handle = StageBackend(_open_backend(self, target, stage), self, stage, target)
+        self.answered = 0
+        handle.backend.on_result = self.call_answered
         try:
             yield handle
         finally:
+            handle.backend.on_result = None
             await handle.aclose()
 
 

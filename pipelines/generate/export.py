@@ -9,14 +9,15 @@ into ``SFTTrainer`` / ``DPOTrainer`` / ``RewardTrainer``:
 * SFT: ``{"prompt": [{"role": "user", ...}], "completion": [{"role": "assistant", ...}]}``
 
 Rows stream from DuckDB in id order a few thousand at a time, so memory stays flat for a million
-pairs. Files are written next to the target under a ``.partial`` name and renamed at the end: an
-interrupted export never leaves a half file that looks complete.
+pairs. Where it writes follows ``core.outputs`` (the rule the page and the CLI share): a temporary
+folder next to the target, renamed into place at the end, so an interrupted export never leaves a
+half file that looks complete; ``overwrite`` replaces only an export the studio wrote (its manifest
+says so), never STUDIO_HOME, a folder or file of someone else's, a link, a FIFO or a device.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,9 @@ import pyarrow.parquet as pq
 from storage import generation_queries as queries
 from storage.db import Database, get_database
 from storage.pairs import PairFilter
+from core import outputs
 from core.errors import BadInput
+from core.inputs import quote
 
 KINDS = ("preference", "sft")
 FORMATS = ("jsonl", "parquet", "datasets")
@@ -57,17 +60,11 @@ def to_trl(kind: str, row: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
             "rejected": [{"role": "assistant", "content": row["rejected"]}]}
 
 
-def _check(kind: str, fmt: str, path: Path, overwrite: bool) -> None:
+def _check(kind: str, fmt: str) -> None:
     if kind not in KINDS:
-        raise BadInput(f"kind={kind!r} is not an export kind.", hint=f"Use one of: {', '.join(KINDS)}.")
+        raise BadInput(f"kind={quote(kind)} is not an export kind.", hint=f"Use one of: {', '.join(KINDS)}.")
     if fmt not in FORMATS:
-        raise BadInput(f"format={fmt!r} is not an export format.", hint=f"Use one of: {', '.join(FORMATS)}.")
-    if path.exists() and not overwrite:
-        raise BadInput(f"{path} already exists.", hint="Choose another path, or allow overwriting (--overwrite).")
-    if path.exists() and path.is_dir() != (fmt == "datasets"):
-        what = "a folder" if path.is_dir() else "a file"
-        raise BadInput(f"{path} is {what}; the {fmt} export writes {'a folder' if fmt == 'datasets' else 'a file'}.",
-                       hint="Choose another path.")
+        raise BadInput(f"format={quote(fmt)} is not an export format.", hint=f"Use one of: {', '.join(FORMATS)}.")
 
 
 def _batches(db: Database, kind: str, filters: PairFilter | None) -> Iterator[list[dict]]:
@@ -95,13 +92,16 @@ def _write_parquet(batches: Iterator[list[dict]], target: Path, kind: str) -> in
 
 
 def _write_datasets(batches: Iterator[list[dict]], target: Path, kind: str) -> int:
+    """A ``DatasetDict`` with one 'train' split: ``load_from_disk(folder)["train"]`` reads it, and so does
+    ``load_dataset(folder, split="train")`` (hence TRL's ``--dataset_name folder``), which refuses a
+    plain ``Dataset.save_to_disk`` folder."""
     import datasets
 
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
         parquet = Path(tmp) / "pairs.parquet"
         rows = _write_parquet(batches, parquet, kind)
         dataset = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(Path(tmp) / "cache"))
-        dataset.save_to_disk(str(target))
+        datasets.DatasetDict({"train": dataset}).save_to_disk(str(target))
         del dataset
     return rows
 
@@ -109,32 +109,19 @@ def _write_datasets(batches: Iterator[list[dict]], target: Path, kind: str) -> i
 def export_pairs(kind: str, fmt: str, path: str | Path, filters: PairFilter | None = None,
                  overwrite: bool = False, db: Database | None = None) -> ExportSummary:
     """Write the pairs matching ``filters`` to ``path`` (a file, or a folder for 'datasets')."""
-    path = Path(path).expanduser()
-    _check(kind, fmt, path, overwrite)
+    _check(kind, fmt)
+    folder = fmt == "datasets"
+    target = outputs.check_target(path, folder=folder, overwrite=overwrite)
     db = db or get_database()
     if queries.count_pairs(db, kind, filters) == 0:
         raise BadInput(f"No {kind} pairs match the filters.", hint="Run a generation first, or loosen the filters.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    _remove(partial)
-    try:
+    with outputs.staged_output(target, folder=folder, overwrite=overwrite,
+                               details={"kind": kind, "format": fmt}) as staged:
         batches = _batches(db, kind, filters)
         if fmt == "jsonl":
-            rows = _write_jsonl(batches, partial)
+            rows = _write_jsonl(batches, staged)
         elif fmt == "parquet":
-            rows = _write_parquet(batches, partial, kind)
+            rows = _write_parquet(batches, staged, kind)
         else:
-            rows = _write_datasets(batches, partial, kind)
-        _remove(path)
-        partial.rename(path)
-    except BaseException:
-        _remove(partial)
-        raise
-    return ExportSummary(str(path), rows, fmt, kind)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+            rows = _write_datasets(batches, staged, kind)
+    return ExportSummary(str(target), rows, fmt, kind)

@@ -30,6 +30,7 @@ from pipelines.generate.dedup import near_duplicates
 from pipelines.generate.normalize import normalize_text
 from pipelines.generate.pii import PII_KINDS, scrub_text
 from core.errors import BadInput
+from core.specs import bad_value, check_fields, load_spec
 
 STEP_ORDER: tuple[str, ...] = ("normalize", "pii", "length", "exact_dedup", "near_dedup")
 PII_ACTIONS: tuple[str, ...] = ("redact", "drop")
@@ -37,8 +38,8 @@ MAX_EXAMPLES = 5
 EXAMPLE_CHARS = 300  # reports are stored as JSON; a 5 MB field must not be copied into one
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, **limits: Any) -> dict[str, Any]:
+    return {"help": text, **limits}
 
 
 @dataclass(frozen=True)
@@ -55,49 +56,41 @@ class PreprocessConfig:
     dedup_near: bool = field(default=True, metadata=_help(
         "Drop texts whose shingle Jaccard similarity with an earlier one is at least near_threshold (MinHash LSH)."))
     near_threshold: float = field(default=0.8, metadata=_help(
-        "Jaccard similarity from which two texts are near-duplicates (above 0, at most 1)."))
+        "Jaccard similarity from which two texts are near-duplicates (above 0, at most 1).", gt=0, max=1))
     num_perm: int = field(default=128, metadata=_help(
-        "MinHash permutations (16 to 512): more finds more candidate pairs, slower."))
+        "MinHash permutations (16 to 512): more finds more candidate pairs, slower.", min=16, max=512))
     shingle_size: int = field(default=3, metadata=_help(
-        "Words per shingle (1 to 10); texts under 10 words use character 5-grams."))
+        "Words per shingle (1 to 10); texts under 10 words use character 5-grams.", min=1, max=10))
     scrub_pii: bool = field(default=True, metadata=_help(
         "Find emails, phones, card numbers, IPs, IBANs, SSNs and URL credentials."))
     pii_action: str = field(default="redact", metadata=_help(
-        "'redact' replaces each match with a placeholder such as [EMAIL]; 'drop' removes the item."))
+        "'redact' replaces each match with a placeholder such as [EMAIL]; 'drop' removes the item.",
+        choices=PII_ACTIONS))
     pii_kinds: tuple[str, ...] = field(default=PII_KINDS, metadata=_help(
-        f"Which kinds of personal data to look for: any of {', '.join(PII_KINDS)}."))
-    min_chars: int = field(default=1, metadata=_help("Fewest characters a kept text has (0 or more)."))
-    max_chars: int = field(default=20000, metadata=_help("Most characters a kept text has (at least min_chars, at least 1)."))
-    min_words: int = field(default=0, metadata=_help("Fewest words a kept text has (0 or more)."))
-    max_words: int | None = field(default=None, metadata=_help("Most words a kept text has; empty = no limit."))
+        f"Which kinds of personal data to look for: any of {', '.join(PII_KINDS)}.", choices=PII_KINDS))
+    min_chars: int = field(default=1, metadata=_help("Fewest characters a kept text has (0 or more).", min=0))
+    max_chars: int = field(default=20000, metadata=_help("Most characters a kept text has (at least min_chars, "
+                                                         "at least 1).", min=1))
+    min_words: int = field(default=0, metadata=_help("Fewest words a kept text has (0 or more).", min=0))
+    max_words: int | None = field(default=None, metadata=_help("Most words a kept text has; empty = no limit.", min=1))
 
     def __post_init__(self):
-        for name in ("normalize_whitespace", "strip_emoji", "dedup_exact", "dedup_near", "scrub_pii"):
-            if not isinstance(getattr(self, name), bool):
-                raise BadInput(f"{name}={getattr(self, name)!r} is not true or false.", hint=f"Set {name} to true or false.")
-        _check_number("near_threshold", self.near_threshold, 0, 1, "above 0 and at most 1", low_open=True)
-        _check_int("num_perm", self.num_perm, 16, 512)
-        _check_int("shingle_size", self.shingle_size, 1, 10)
-        if self.pii_action not in PII_ACTIONS:
-            raise BadInput(f"pii_action={self.pii_action!r} is not a known action.", hint="Use 'redact' or 'drop'.")
-        object.__setattr__(self, "pii_kinds", _checked_kinds(self.pii_kinds, self.scrub_pii))
-        _check_int("min_chars", self.min_chars, 0, None)
-        _check_int("max_chars", self.max_chars, max(1, self.min_chars), None)
-        _check_int("min_words", self.min_words, 0, None)
-        if self.max_words is not None:
-            _check_int("max_words", self.max_words, max(1, self.min_words), None)
+        check_fields(self)
+        if self.scrub_pii and not self.pii_kinds:
+            raise BadInput("pii_kinds is empty while scrub_pii is on.",
+                           hint="Pick at least one kind, or turn scrub_pii off.")
+        object.__setattr__(self, "pii_kinds", tuple(dict.fromkeys(self.pii_kinds)))
+        if self.max_chars < self.min_chars:
+            raise bad_value("max_chars", self.max_chars, "is out of range",
+                            f"Use a whole number of at least {self.min_chars} (min_chars).")
+        if self.max_words is not None and self.max_words < self.min_words:
+            raise bad_value("max_words", self.max_words, "is out of range",
+                            f"Use a whole number of at least {self.min_words} (min_words).")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PreprocessConfig:
         """Build from a YAML/JSON mapping; unknown keys are an error (a typo must not silently do nothing)."""
-        data = dict(data or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInput(f"Unknown preprocessing option(s): {', '.join(unknown)}.", hint=f"Known options: {', '.join(sorted(known))}.")
-        if isinstance(data.get("pii_kinds"), list):
-            data["pii_kinds"] = tuple(data["pii_kinds"])
-        return cls(**data)
+        return load_spec(cls, {} if data is None else data, label="the preprocessing options")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -113,32 +106,6 @@ class PreprocessConfig:
             "near_dedup": self.dedup_near,
         }
         return tuple(step for step in STEP_ORDER if on[step])
-
-
-def _check_number(name: str, value: Any, low: float, high: float, allowed: str, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        ok = (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        raise BadInput(f"{name}={value!r} is out of range.", hint=f"Use a number {allowed}.")
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
-    if not ok:
-        allowed = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        raise BadInput(f"{name}={value!r} is out of range.", hint=f"Use a whole number {allowed}.")
-
-
-def _checked_kinds(kinds: Any, scrub_pii: bool) -> tuple[str, ...]:
-    if isinstance(kinds, str) or not isinstance(kinds, (list, tuple)):
-        raise BadInput(f"pii_kinds={kinds!r} is not a list.", hint=f"Give a list of: {', '.join(PII_KINDS)}.")
-    unknown = [k for k in kinds if k not in PII_KINDS]
-    if unknown:
-        raise BadInput(f"pii_kinds has unknown kind(s) {unknown!r}.", hint=f"Choose from: {', '.join(PII_KINDS)}.")
-    if scrub_pii and not kinds:
-        raise BadInput("pii_kinds is empty while scrub_pii is on.", hint="Pick at least one kind, or turn scrub_pii off.")
-    return tuple(dict.fromkeys(kinds))
 
 
 @dataclass

@@ -8,6 +8,9 @@ by a re-run leaves no duplicate and no half-written batch.
 
 How a run ends (``generation_runs.status``, from :func:`outcome`):
 * 'succeeded' - every stage finished without a failed call;
+* 'warnings'  - it went through every stage without a failed call, but produced little or nothing of
+                use (no pairs, or most judge replies unreadable): "succeeded with warnings", with the
+                reason and what to change; never a bare success;
 * 'partial'   - it went through every stage, but some calls failed (counted in ``failed``);
 * 'failed'    - a stage gave up (every call of a batch failed: the endpoint is down) or an error
                 stopped it; the message says what and how to resume;
@@ -22,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from core.errors import BadInput, NotFound
+from pipelines.generate.config import GenerationConfig
 from pipelines.generate.context import RunContext
 from pipelines.generate.labels import judge_stage, pairs_stage, pairwise_stage
 from pipelines.generate.stages import instructions_stage, preprocess_stage, responses_stage
@@ -31,7 +35,8 @@ from storage import generation_queries as queries
 from storage import seeds as seed_store
 from storage.db import Database
 
-FINAL = ("succeeded", "partial", "failed", "stopped", "interrupted")
+FINAL = ("succeeded", "warnings", "partial", "failed", "stopped", "interrupted")
+UNREADABLE_SHARE = 0.5   # more unreadable judge replies than this share is a warning
 SEED_PAGE = 1000
 
 
@@ -95,11 +100,41 @@ def outcome(ctx: RunContext) -> tuple[str, str]:
         return "failed", f"Stopped early: {ctx.aborted.rstrip('.')}. Nothing is lost. Fix the endpoint, then resume. {hint}"
     if ctx.stopped:
         return "stopped", f"Stopped on request. {hint}"
+    counts = queries.run_counts(ctx.db, ctx.run_id).get(ctx.run_id, {})
+    warnings = " ".join(quality_warnings(ctx.config, counts))
     failed = sum(ctx.failed.values())
     if failed:
         parts = ", ".join(f"{n} {stage}" for stage, n in sorted(ctx.failed.items()))
-        return "partial", f"{failed} calls failed ({parts}); everything else is stored. {hint}"
-    return "succeeded", "Finished."
+        return "partial", f"{failed} calls failed ({parts}); everything else is stored. {hint} {warnings}".strip()
+    if warnings:
+        return "warnings", warnings
+    return "succeeded", (f"Finished: {counts.get('preference_pairs', 0):,} preference pairs and "
+                         f"{counts.get('sft_pairs', 0):,} SFT pairs.")
+
+
+def quality_warnings(config: GenerationConfig, counts: dict[str, Any]) -> list[str]:
+    """Why a finished run produced little or nothing, each with what to change."""
+    out = []
+    judged, unreadable = int(counts.get("judgments") or 0), int(counts.get("judgments_failed") or 0)
+    judge = config.judge
+    who = f"rubric {judge.rubric.name}" if judge.kind == "rubric" else judge.target
+    if judged and unreadable / judged > UNREADABLE_SHARE:
+        out.append(f"{unreadable} of {judged} judge replies from {who} could not be read, so those candidates "
+                   "were not labelled. Use a programmatic rubric judge, or point the judge at a bigger endpoint "
+                   "(Models page), or set reply_format: compact for a small judge.")
+    per_instruction = sum(g.candidates for g in config.responses.generators)
+    preference, sft = int(counts.get("preference_pairs") or 0), int(counts.get("sft_pairs") or 0)
+    if not int(counts.get("instructions_kept") or 0):
+        out.append("Preprocessing removed every instruction (see the run's preprocessing report). "
+                   "Loosen the preprocessing settings or use other seeds.")
+    elif not preference and per_instruction >= 2 and not out:
+        out.append(f"No preference pairs: the judge ({who}) gave the candidates of every instruction the same "
+                   "score, or too few candidates were kept. Try another judge or rubric, more candidates, or a "
+                   "higher temperature for more varied answers.")
+    elif not preference and not sft and not out:
+        out.append("No pairs: with one candidate per instruction only SFT pairs can come out, and no candidate "
+                   "scored high enough (min_sft_score). Ask for 2 or more candidates, or lower min_sft_score.")
+    return out
 
 
 # -- the run's summary ------------------------------------------------------------------------------

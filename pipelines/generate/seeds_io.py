@@ -118,6 +118,7 @@ class SeedReader:
         self._json_layout = "lines"
         self._dialect = None
         self.batch_rows = rd.BATCH_ROWS  # Parquet / datasets rows per read; a preview asks for fewer
+        self.header_start = self.header_lines = 1  # a CSV header's first line and how many lines it spans
         {"csv": self._open_csv, "jsonl": self._open_json, "json": self._open_json,
          "parquet": self._open_parquet, "datasets": self._open_datasets}[self.format]()
         if mapping is not None:
@@ -153,6 +154,8 @@ class SeedReader:
         if isinstance(header[1], rd.BadRecord):
             raise BadInput(f"The header line of {self.path.name} is {header[1].reason}.", hint="Fix the first line of the file.")
         self.columns, notes = rd.header_names(header[1])
+        self.header_start = header[0]
+        self.header_lines = 1 + sum(cell.count("\n") for cell in header[1])
         self._notes.extend(notes)
         if self._dialect.delimiter != ",":
             names = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -233,6 +236,23 @@ class SeedReader:
             raise BadInput("No column mapping was given.", hint="Say which column holds the seed text.")
         for line, record in self.records():
             yield to_seed(line, record, self.mapping)
+
+    # -- what the bulk reader (``seed_bulk``) reuses of this reader's detection --------------------
+    @property
+    def text_encoding(self) -> rd.Encoding | None:
+        return self._encoding
+
+    @property
+    def dialect(self):
+        return self._dialect
+
+    @property
+    def json_layout(self) -> str:
+        return self._json_layout
+
+    @property
+    def dataset(self):
+        return getattr(self, "_dataset", None)
 
     @property
     def warnings(self) -> list[str]:

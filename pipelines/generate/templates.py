@@ -122,7 +122,7 @@ def _json_items(text: str) -> list[str] | None:
         return None
     try:
         data = json.loads(text[start : end + 1])
-    except ValueError:
+    except (ValueError, RecursionError):  # a model's reply, possibly nested absurdly deep
         return None
     if not isinstance(data, list):
         return None

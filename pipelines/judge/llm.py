@@ -26,7 +26,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pipelines.judge import compact
@@ -38,6 +38,7 @@ from pipelines.judge.prompts import (  # noqa: F401 (the templates are re-export
     DEFAULT_SYSTEM_PROMPT, PLACEHOLDER, REPAIR_PROMPT, render)
 from pipelines.llm.base import Generation, LLMBackend, Messages, SamplingParams
 from core.errors import BackendError, BadInput
+from core.specs import check_fields, load_spec
 
 MODES = ("pointwise", "pairwise", "listwise")
 REPLY_FORMATS = ("json", "compact")
@@ -73,7 +74,8 @@ class JudgeConfig:
 
     mode: str = field(default="pointwise", metadata={"help": "'pointwise' (1-5 per aspect per candidate), "
                       "'pairwise' (which of two candidates is better, judged in both orders) or 'listwise' (all "
-                      "candidates of an instruction rated in one call, shuffled, re-judged reversed when close)."})
+                      "candidates of an instruction rated in one call, shuffled, re-judged reversed when close).",
+                      "choices": MODES})
     aspects: tuple[str, ...] = field(default=ASPECTS, metadata={"help": "Aspects to rate, snake_case names."})
     pointwise_template: str = field(default=DEFAULT_POINTWISE_TEMPLATE, metadata={
         "help": "Pointwise prompt; placeholders {instruction}, {response}, {aspects}, optional {json_shape}."})
@@ -84,49 +86,34 @@ class JudgeConfig:
         "help": "Listwise prompt; placeholders {instruction}, {candidates}, {aspects}, optional {json_shape} "
                 "and {count}."})
     system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System message; empty = none."})
-    temperature: float = field(default=0.0, metadata={"help": "Judge sampling temperature (0 to 2); 0 = greedy."})
-    max_tokens: int = field(default=400, metadata={"help": "Most tokens of one judge reply (16 to 32768)."})
+    temperature: float = field(default=0.0, metadata={"help": "Judge sampling temperature (0 to 2); 0 = greedy.",
+                                                      "min": 0, "max": 2})
+    max_tokens: int = field(default=400, metadata={"help": "Most tokens of one judge reply (16 to 32768); 400 fits "
+                                                   "four scores and a rationale.", "min": 16, "max": 32768})
     repair: bool = field(default=True, metadata={"help": "Send one repair prompt when a reply is not valid JSON."})
     reply_format: str = field(default="json", metadata={
         "help": "'json' (scores per aspect and a rationale) or 'compact' (one digit or one letter, for judges "
-                "too small to write JSON; one 'overall' score, built-in prompts)."})
+                "too small to write JSON; one 'overall' score, built-in prompts).", "choices": REPLY_FORMATS})
     swap_margin: float | None = field(default=1.0, metadata={
         "help": "Listwise: judge again in reversed order when the best and the worst candidate are at most "
-                "this many points apart (0 to 4); empty = never."})
+                "this many points apart (0 to 4); empty = never.", "min": 0, "max": 4})
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise BadInput(f"JudgeConfig.mode={self.mode!r} is not a judge mode.",
-                           hint="Use 'pointwise', 'pairwise' or 'listwise'.")
-        if self.reply_format not in REPLY_FORMATS:
-            raise BadInput(f"JudgeConfig.reply_format={self.reply_format!r} is not a reply format.",
-                           hint="Use 'json' or 'compact'.")
+        if isinstance(self.aspects, str):
+            raise BadInput(f"JudgeConfig.aspects={self.aspects!r} is empty or not a list.",
+                           hint=f"Give at least one aspect, e.g. {list(ASPECTS)}.")
+        check_fields(self)
         self._check_aspects()
         _check_template("pointwise_template", self.pointwise_template, POINTWISE_FIELDS)
         _check_template("pairwise_template", self.pairwise_template, PAIRWISE_FIELDS)
         _check_template("listwise_template", self.listwise_template, LISTWISE_FIELDS)
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
-                or not 0 <= self.temperature <= 2:
-            raise BadInput(f"JudgeConfig.temperature={self.temperature!r} is out of range.", hint="Use 0 to 2.")
-        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) \
-                or not 16 <= self.max_tokens <= 32768:
-            raise BadInput(f"JudgeConfig.max_tokens={self.max_tokens!r} is out of range.",
-                           hint="Use a whole number from 16 to 32768; 400 fits four scores and a rationale.")
-        if not isinstance(self.repair, bool):
-            raise BadInput(f"JudgeConfig.repair={self.repair!r} is not true or false.", hint="Use true or false.")
-        if self.swap_margin is not None and (isinstance(self.swap_margin, bool)
-                                             or not isinstance(self.swap_margin, (int, float))
-                                             or not 0 <= self.swap_margin <= 4):
-            raise BadInput(f"JudgeConfig.swap_margin={self.swap_margin!r} is out of range.",
-                           hint="Use a number of points from 0 to 4 (1.0 re-checks close calls), or leave it empty.")
 
     def _check_aspects(self) -> None:
-        if isinstance(self.aspects, str) or not self.aspects:
+        if not self.aspects:
             raise BadInput(f"JudgeConfig.aspects={self.aspects!r} is empty or not a list.",
                            hint=f"Give at least one aspect, e.g. {list(ASPECTS)}.")
-        object.__setattr__(self, "aspects", tuple(self.aspects))
         for aspect in self.aspects:
-            if not isinstance(aspect, str) or not _ASPECT_NAME.fullmatch(aspect):
+            if not _ASPECT_NAME.fullmatch(aspect):
                 raise BadInput(f"JudgeConfig.aspects has an invalid name {aspect!r}.",
                                hint="Use snake_case names of at most 40 characters, e.g. 'instruction_following'.")
         if len(set(self.aspects)) != len(self.aspects):
@@ -142,13 +129,9 @@ class JudgeConfig:
         return (COMPACT_ASPECT,) if self.compact else self.aspects
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JudgeConfig":
-        """From a run config (YAML); unknown keys are an error naming the key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInput(f"The judge config has an unknown key {unknown[0]!r}.", hint=f"Known keys: {sorted(known)}.")
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], path: str = "") -> "JudgeConfig":
+        """From a run config (YAML); unknown keys are an error naming the key (``path``: where it sits)."""
+        return load_spec(cls, data, label="the judge config", path=path)
 
 
 @dataclass

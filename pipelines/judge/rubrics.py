@@ -23,11 +23,12 @@ import math
 import re
 import string
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from pipelines.judge.llm import PointwiseJudgment
 from core.errors import BadInput, NotFound, StudioError
+from core.specs import check_fields, load_spec
 
 SCORE_MIN, SCORE_MAX = 1.0, 5.0
 
@@ -45,11 +46,13 @@ class Rubric:
     fn: Callable[..., RubricResult]
     params_type: type | None = None    # a dataclass that validates the params (built-ins)
     description: str = ""
+    example: Mapping[str, Any] = field(default_factory=dict)   # valid params a form starts from
 
-    def check_params(self, params: Mapping[str, Any]) -> None:
-        """Raise BadInput naming the first bad parameter (unknown name, wrong type, bad value)."""
+    def check_params(self, params: Mapping[str, Any], path: str = "") -> None:
+        """Raise BadInput naming the first bad parameter (unknown name, wrong type, bad value); ``path``
+        is where the params sit in a config (``rubric.params``), for the messages."""
         if self.params_type is not None:
-            build_params(self.params_type, params, self.name)
+            build_params(self.params_type, params, self.name, path)
             return
         extra = list(inspect.signature(self.fn).parameters.values())[3:]
         named = [p for p in extra if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
@@ -75,11 +78,20 @@ class Rubric:
 
 
 _REGISTRY: dict[str, Rubric] = {}
+# Rubrics in modules of their own, registered on first use: one line per module.
+BUILTIN_MODULES = ("pipelines.judge.rubric_quality",)
 
 
-def register_rubric(name: str, *, params: type | None = None, description: str = ""):
-    """Decorator: make ``fn`` available as ``get_rubric(name)``. Registering a different function
-    under a taken name is refused (re-importing the same module is fine)."""
+def _load_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def register_rubric(name: str, *, params: type | None = None, description: str = "",
+                    example: Mapping[str, Any] | None = None):
+    """Decorator: make ``fn`` available as ``get_rubric(name)``. ``example``: parameters a form starts
+    from when the defaults alone are not valid (a length rubric needs a bound). Registering a
+    different function under a taken name is refused (re-importing the same module is fine)."""
     if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
         raise BadInput(f"The rubric name {name!r} is not valid.", hint="Use snake_case, at most 40 characters.")
 
@@ -89,7 +101,7 @@ def register_rubric(name: str, *, params: type | None = None, description: str =
             raise BadInput(f"A rubric named {name!r} exists already ({old.fn.__module__}.{old.fn.__qualname__}).",
                            hint="Register yours under another name.")
         doc = description or (inspect.getdoc(fn) or "").split("\n")[0]
-        _REGISTRY[name] = Rubric(name, fn, params, doc)
+        _REGISTRY[name] = Rubric(name, fn, params, doc, dict(example or {}))
         fn.__rubric__ = _REGISTRY[name]
         return fn
 
@@ -97,6 +109,7 @@ def register_rubric(name: str, *, params: type | None = None, description: str =
 
 
 def list_rubrics() -> list[Rubric]:
+    _load_builtins()
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
 
 
@@ -106,6 +119,7 @@ def get_rubric(name: str) -> Rubric:
     if not isinstance(name, str) or not name.strip():
         raise BadInput("The rubric name is empty.", hint=f"Use one of {[r.name for r in list_rubrics()]}.")
     if ":" not in name:
+        _load_builtins()
         if name not in _REGISTRY:
             raise NotFound(f"There is no rubric named {name!r}.",
                            hint=f"Use one of {[r.name for r in list_rubrics()]} or 'package.module:function'.")
@@ -174,29 +188,17 @@ class RubricJudge:
 
 
 # -- parameter checking for the built-ins -----------------------------------------------------------
-def build_params(params_type: type, params: Mapping[str, Any], rubric: str):
-    known = [f.name for f in fields(params_type)]
-    for name in params:
-        if name not in known:
-            raise BadInput(f"The rubric {rubric!r} has no parameter {name!r}.", hint=f"Its parameters: {known}.")
-    return params_type(**params)
+def build_params(params_type: type, params: Mapping[str, Any], rubric: str, path: str = ""):
+    """The params dataclass of a built-in rubric, through the one spec loader (unknown names, types, bounds)."""
+    return load_spec(params_type, dict(params), label=f"the {rubric!r} rubric's params", path=path)
+
+
+def _param(text: str, default: Any, **limits: Any) -> Any:
+    return field(default=default, metadata={"help": text, **limits})
 
 
 def _bad(rubric: str, name: str, value: Any, hint: str) -> BadInput:
     return BadInput(f"The rubric {rubric!r} got {name}={value!r}.", hint=hint)
-
-
-def _count(rubric: str, name: str, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise _bad(rubric, name, value, "Use a whole number of 0 or more, or leave it out.")
-
-
-def _strings(rubric: str, name: str, value: Any) -> tuple[str, ...]:
-    """A string or a list of non-empty strings -> a tuple."""
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
-        raise _bad(rubric, name, value, "Use a non-empty string or a list of them.")
-    return tuple(items)
 
 
 def partial(fraction: float) -> float:
@@ -247,23 +249,17 @@ def last_number(text: str) -> float | None:
 
 
 
-def _bool(rubric: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise _bad(rubric, name, value, "Use true or false.")
-
-
 # -- the built-ins --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LengthParams:
-    min_words: int | None = None
-    max_words: int | None = None
-    min_chars: int | None = None
-    max_chars: int | None = None
+    min_words: int | None = _param("Fewest words a passing answer has; empty = no limit.", None, min=0)
+    max_words: int | None = _param("Most words a passing answer has; empty = no limit.", None, min=0)
+    min_chars: int | None = _param("Fewest characters (stripped) a passing answer has; empty = no limit.", None, min=0)
+    max_chars: int | None = _param("Most characters (stripped) a passing answer has; empty = no limit.", None, min=0)
 
     def __post_init__(self):
+        check_fields(self)
         names = ("min_words", "max_words", "min_chars", "max_chars")
-        for name in names:
-            _count("length", name, getattr(self, name))
         if all(getattr(self, name) is None for name in names):
             raise BadInput("The rubric 'length' has no bound.", hint=f"Set at least one of {list(names)}.")
         for low, high in (("min_words", "max_words"), ("min_chars", "max_chars")):
@@ -272,7 +268,7 @@ class LengthParams:
                 raise _bad("length", low, lo, f"It must not exceed {high}={hi}.")
 
 
-@register_rubric("length", params=LengthParams)
+@register_rubric("length", params=LengthParams, example={"max_words": 100})
 def length_rubric(instruction: str, response: str, reference: str | None = None, **params: Any) -> RubricResult:
     """Word and/or character count within bounds; a miss scores 1-4 by how close it came."""
     p = build_params(LengthParams, params, "length")
@@ -291,13 +287,12 @@ def length_rubric(instruction: str, response: str, reference: str | None = None,
 
 @dataclass(frozen=True)
 class JsonFormatParams:
-    required_keys: tuple[str, ...] = ()
-    allow_fence: bool = True    # accept the JSON inside one ```json fence
+    required_keys: tuple[str, ...] = _param("Keys the JSON object must have (a name or a list).", (),
+                                            accepts_one=True, min_len=1)
+    allow_fence: bool = _param("Accept the JSON inside one ```json fence.", True)
 
     def __post_init__(self):
-        keys = self.required_keys
-        object.__setattr__(self, "required_keys", _strings("json_format", "required_keys", keys) if keys else ())
-        _bool("json_format", "allow_fence", self.allow_fence)
+        check_fields(self)
 
 
 @register_rubric("json_format", params=JsonFormatParams)
@@ -310,8 +305,8 @@ def json_format_rubric(instruction: str, response: str, reference: str | None = 
     fenced = re.fullmatch(r"```[A-Za-z]*[ \t]*\n?(.*?)\n?```", text, re.S) if p.allow_fence else None
     try:
         value = json.loads(fenced.group(1) if fenced else text)
-    except ValueError as exc:
-        return RubricResult(SCORE_MIN, False, f"not valid JSON: {exc}")
+    except (ValueError, RecursionError) as exc:  # a model's answer nested 20,000 deep is just not valid
+        return RubricResult(SCORE_MIN, False, f"not valid JSON: {str(exc)[:200]}")
     if not p.required_keys:
         return RubricResult(SCORE_MAX, True, f"valid JSON ({type(value).__name__})")
     present = [k for k in p.required_keys if isinstance(value, dict) and k in value]
@@ -328,22 +323,21 @@ _FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
 
 @dataclass(frozen=True)
 class RegexParams:
-    must_match: tuple[str, ...] = ()
-    must_not_match: tuple[str, ...] = ()
-    flags: str = ""             # any of i (ignore case), m (multiline), s (dot matches newline)
+    must_match: tuple[str, ...] = _param("Patterns the answer must contain (re.search).", (),
+                                         accepts_one=True, min_len=1)
+    must_not_match: tuple[str, ...] = _param("Patterns the answer must not contain.", (), accepts_one=True, min_len=1)
+    flags: str = _param("Any of i (ignore case), m (multiline), s (dot matches newline).", "", max_len=3)
 
     def __post_init__(self):
-        if not isinstance(self.flags, str) or set(self.flags) - set(_FLAGS):
+        check_fields(self)
+        if set(self.flags) - set(_FLAGS):
             raise _bad("regex", "flags", self.flags, "Use letters from 'ims', e.g. 'i'.")
         for name in ("must_match", "must_not_match"):
-            value = getattr(self, name)
-            patterns = _strings("regex", name, value) if value else ()
-            for i, pattern in enumerate(patterns):
+            for i, pattern in enumerate(getattr(self, name)):
                 try:
                     re.compile(pattern)
                 except re.error as exc:
                     raise _bad("regex", f"{name}[{i}]", pattern, f"It is not a valid regular expression: {exc}.")
-            object.__setattr__(self, name, patterns)
         if not self.must_match and not self.must_not_match:
             raise BadInput("The rubric 'regex' has no pattern.", hint="Set must_match and/or must_not_match.")
 
@@ -354,7 +348,7 @@ class RegexParams:
         return out
 
 
-@register_rubric("regex", params=RegexParams)
+@register_rubric("regex", params=RegexParams, example={"must_not_match": [r"(?i)\bas an ai\b"]})
 def regex_rubric(instruction: str, response: str, reference: str | None = None, **params: Any) -> RubricResult:
     """Every must_match pattern is found and no must_not_match pattern is (re.search); patterns come
     from the user's own config, so a pathological one is theirs to avoid."""
@@ -370,15 +364,13 @@ def regex_rubric(instruction: str, response: str, reference: str | None = None, 
 
 @dataclass(frozen=True)
 class KeywordsParams:
-    required: tuple[str, ...] = ()
-    forbidden: tuple[str, ...] = ()
-    whole_word: bool = False    # "cat" does not count inside "concatenate"
+    required: tuple[str, ...] = _param("Keywords the answer must contain (case-insensitive).", (),
+                                       accepts_one=True, min_len=1)
+    forbidden: tuple[str, ...] = _param("Keywords the answer must not contain.", (), accepts_one=True, min_len=1)
+    whole_word: bool = _param('Match whole words only: "cat" does not count inside "concatenate".', False)
 
     def __post_init__(self):
-        for name in ("required", "forbidden"):
-            value = getattr(self, name)
-            object.__setattr__(self, name, _strings("keywords", name, value) if value else ())
-        _bool("keywords", "whole_word", self.whole_word)
+        check_fields(self)
         if not self.required and not self.forbidden:
             raise BadInput("The rubric 'keywords' has no keyword.", hint="Set required and/or forbidden.")
 
@@ -389,7 +381,7 @@ def _contains(text: str, keyword: str, whole_word: bool) -> bool:
     return keyword.casefold() in text.casefold()
 
 
-@register_rubric("keywords", params=KeywordsParams)
+@register_rubric("keywords", params=KeywordsParams, example={"forbidden": ["As an AI"]})
 def keywords_rubric(instruction: str, response: str, reference: str | None = None, **params: Any) -> RubricResult:
     """All required keywords present, no forbidden one (case-insensitive); partial credit per keyword."""
     p = build_params(KeywordsParams, params, "keywords")
@@ -408,18 +400,13 @@ REFERENCE_MODES = ("exact", "contains", "f1", "numeric")
 
 @dataclass(frozen=True)
 class ReferenceMatchParams:
-    mode: str = "exact"         # exact | contains | f1 | numeric
-    threshold: float = 0.8      # f1: the token F1 needed to pass
-    tolerance: float = 1e-6     # numeric: |a - b| <= tolerance * max(1, |b|)
+    mode: str = _param("exact or contains (after normalising case, punctuation, articles), f1 (token F1) or "
+                       "numeric (the final number).", "exact", choices=REFERENCE_MODES)
+    threshold: float = _param("f1: the token F1 needed to pass.", 0.8, gt=0, max=1)
+    tolerance: float = _param("numeric: passes when |a - b| <= tolerance * max(1, |b|).", 1e-6, min=0)
 
     def __post_init__(self):
-        if self.mode not in REFERENCE_MODES:
-            raise _bad("reference_match", "mode", self.mode, f"Use one of {list(REFERENCE_MODES)}.")
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
-                or not 0 < self.threshold <= 1:
-            raise _bad("reference_match", "threshold", self.threshold, "Use a number above 0 and at most 1.")
-        if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float)) or not self.tolerance >= 0:
-            raise _bad("reference_match", "tolerance", self.tolerance, "Use a number of 0 or more.")
+        check_fields(self)
 
 
 @register_rubric("reference_match", params=ReferenceMatchParams)

@@ -13,7 +13,7 @@ import asyncio
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Awaitable, Iterator, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 from core.errors import BackendError
 
@@ -69,9 +69,25 @@ class LLMBackend(ABC):
     """One model behind one backend. ``name`` identifies it in ledgers and lineage."""
 
     backend: str = "base"
+    # Called with each finished item of a batch (a Generation or a BackendError) as it finishes, so a
+    # long batch shows progress before it ends; set by whoever runs the batch, None by default.
+    on_result: Callable[[Any], None] | None = None
 
     def __init__(self, model: str):
         self.model = model
+
+    def _report(self, result: Any) -> Any:
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
+
+    async def _reported(self, call: Awaitable[Generation]) -> Generation:
+        """``await call``, telling ``on_result`` about its outcome, a BackendError included."""
+        try:
+            return self._report(await call)
+        except BackendError as exc:
+            self._report(exc)
+            raise
 
     def load(self) -> None:
         """Import optional libraries and load weights / check the endpoint. Idempotent."""
@@ -92,7 +108,8 @@ class LLMBackend(ABC):
         self, batch: list[Messages], params: SamplingParams | None = None
     ) -> list[Generation | BackendError]:
         """All items of a batch; concurrency is the backend's business (semaphore, padding)."""
-        results = await asyncio.gather(*(self.agenerate(m, params) for m in batch), return_exceptions=True)
+        results = await asyncio.gather(*(self._reported(self.agenerate(m, params)) for m in batch),
+                                       return_exceptions=True)
         out: list[Generation | BackendError] = []
         for item in results:
             if isinstance(item, BaseException) and not isinstance(item, BackendError):

@@ -245,8 +245,8 @@ class OpenAICompatibleBackend(LLMBackend):
         params = params or SamplingParams()
         keys = [cache_key(self.model, m, params) if self.cache is not None else None for m in batch]
         hits = await asyncio.to_thread(self.cache.get_many, keys) if self.cache is not None else {}
-        results = await asyncio.gather(*(self._complete(m, params, k, hits.get(k)) for m, k in zip(batch, keys)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(self._reported(self._complete(m, params, k, hits.get(k)))
+                                         for m, k in zip(batch, keys)), return_exceptions=True)
         for item in results:
             if isinstance(item, BaseException) and not isinstance(item, BackendError):
                 raise item

@@ -10,7 +10,7 @@ for it.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 from core.errors import BadInput, NotFound
 from storage import registry
@@ -20,17 +20,34 @@ from storage.registry import EndpointRecord, ModelRecord
 if TYPE_CHECKING:
     from pipelines.llm.base import LLMBackend
 
-KINDS = ("endpoint", "local")
 _local_backends: dict[str, tuple[tuple, "LLMBackend"]] = {}
 _backends_lock = threading.Lock()
+
+
+class Opener(Protocol):
+    def __call__(self, name: str, db: Database, *, job_id: str | None, stage: str | None,
+                 concurrency: int | None) -> "LLMBackend": ...
+
+
+OPENERS: dict[str, Opener] = {}   # target kind -> how to open its backend (register_kind adds one)
+
+
+def register_kind(kind: str):
+    """Decorator: targets ``<kind>:<name>`` open with ``fn(name, db, job_id=, stage=, concurrency=)``.
+    A new kind of backend is one module with its backend class and one registered opener."""
+    def decorate(fn: Opener) -> Opener:
+        OPENERS[kind] = fn
+        return fn
+    return decorate
 
 
 def split_target(key: object) -> tuple[str, str]:
     """``'local:tiny'`` -> ``('local', 'tiny')``; anything else is refused with the accepted forms."""
     kind, _, name = (key if isinstance(key, str) else "").partition(":")
-    if kind not in KINDS or not name:
+    if kind not in OPENERS or not name:
         shown = repr(key)[:80]
-        raise NotFound(f"{shown} is not a target.", hint="Use endpoint:<name> or local:<name>; see list_targets().")
+        forms = " or ".join(f"{k}:<name>" for k in OPENERS)
+        raise NotFound(f"{shown} is not a target.", hint=f"Use {forms}; see list_targets().")
     return kind, name
 
 
@@ -56,7 +73,8 @@ def check_targets(keys: Iterable[str], db: Database | None = None) -> None:
     """Every target named exists (before any work starts)."""
     for key in keys:
         kind, name = split_target(key)
-        (find_endpoint if kind == "endpoint" else find_model)(name, db)
+        if kind in FINDERS:
+            FINDERS[kind](name, db)
 
 
 def open_backend(key: str, db: Database | None = None, *, job_id: str | None = None, stage: str | None = None,
@@ -64,15 +82,24 @@ def open_backend(key: str, db: Database | None = None, *, job_id: str | None = N
     """A backend for ``key``. An endpoint's is new each call (with the database's cache and ledger,
     its rows tagged ``job_id``/``stage``; close it when done); a local model's is shared per process."""
     kind, name = split_target(key)
-    if kind == "local":
-        return _local_backend(key, name, db)
+    return OPENERS[kind](name, db or get_database(), job_id=job_id, stage=stage, concurrency=concurrency)
+
+
+@register_kind("endpoint")
+def _open_endpoint(name: str, db: Database, *, job_id: str | None, stage: str | None,
+                   concurrency: int | None) -> "LLMBackend":
     from pipelines.llm.openai_compat import OpenAICompatibleBackend
 
-    db = db or get_database()
     backend = OpenAICompatibleBackend.from_endpoint(find_endpoint(name, db), db=db, job_id=job_id, stage=stage)
     if concurrency:
         backend.concurrency = concurrency
     return backend
+
+
+@register_kind("local")
+def _open_local(name: str, db: Database, *, job_id: str | None, stage: str | None,
+                concurrency: int | None) -> "LLMBackend":
+    return _local_backend(f"local:{name}", name, db)
 
 
 def backend_for(key: str) -> "LLMBackend":
@@ -80,8 +107,7 @@ def backend_for(key: str) -> "LLMBackend":
     return open_backend(key)
 
 
-def _local_backend(key: str, name: str, db: Database | None) -> "LLMBackend":
-    db = db or get_database()
+def _local_backend(key: str, name: str, db: Database) -> "LLMBackend":
     model = find_model(name, db)
     if not model.loadable:
         raise BadInput(f"Model {name!r} is only a GGUF file; transformers cannot load it locally.",
@@ -107,3 +133,6 @@ def drop_cached_backend(key: str) -> None:
         cached = _local_backends.pop(key, None)
     if cached:
         cached[1].close()
+
+
+FINDERS = {"endpoint": find_endpoint, "local": find_model}   # kinds whose names the registry checks up front

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.llm.base import Generation, LLMBackend, Messages, SamplingParams
+from pipelines.models.adapters import adapter_base, adapter_config
 from core.errors import BackendError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -55,9 +56,9 @@ def check_model_folder(path: Path) -> None:
 
 
 def check_adapter_folder(path: Path) -> None:
-    if not (path / "adapter_config.json").is_file():
+    if adapter_config(path) is None:
         raise ModelLoadError(
-            f"{path} is not a PEFT adapter folder: no adapter_config.json.",
+            f"{path} is not a PEFT adapter folder: no adapter_config.json (nor a ReFT run's reft_config.json).",
             hint="Pick the folder a training run saved its adapter into.",
         )
 
@@ -122,10 +123,10 @@ class TransformersBackend(LLMBackend):
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), trust_remote_code=False)
             model = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=dtype, trust_remote_code=False)
-            if self.adapter_path:
-                from peft import PeftModel
+            if self.adapter_path:  # a PEFT adapter, or a ReFT intervention's hooks on the base
+                from pipelines.models.reft import apply_adapter
 
-                model = PeftModel.from_pretrained(model, str(self.adapter_path))
+                model = apply_adapter(model, self.adapter_path)
         except ImportError as exc:
             raise ModelLoadError(f"The transformers backend cannot load adapters ({exc}).", hint=INSTALL_HINT) from None
         except Exception as exc:  # a damaged folder fails in many library-specific ways
@@ -232,7 +233,7 @@ class TransformersBackend(LLMBackend):
             chunk = order[start : start + self.batch_size]
             done = await asyncio.to_thread(self._generate_or_split, [prompts[i] for i in chunk], params)
             for i, result in zip(chunk, done):
-                results[i] = result
+                results[i] = self._report(result)
         return results  # type: ignore[return-value]
 
     async def agenerate(self, messages: Messages, params: SamplingParams | None = None) -> Generation:
@@ -317,9 +318,6 @@ def _pieces_until_stop(pieces: Iterator[str], stop: tuple[str, ...] | None) -> I
 
 
 def _adapter_base_from_config(adapter_path: Path) -> str | None:
-    """The base recorded by PEFT, when it is a local folder (never a hub name: tests run offline)."""
-    try:
-        base = json.loads((adapter_path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    except (OSError, ValueError):
-        return None
+    """The base recorded by PEFT or ReFT, when it is a local folder (never a hub name: tests run offline)."""
+    base = adapter_base(adapter_path)
     return base if base and Path(base).is_dir() else None

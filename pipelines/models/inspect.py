@@ -14,10 +14,13 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import ModelLoadError
+from pipelines.models.adapters import REFT_CONFIG, REFT_WEIGHTS, adapter_config
+from core.errors import BadInput, ModelLoadError
+from core.inputs import load_json, read_bytes
 
 GGUF_MAGIC = b"GGUF"
 _CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+MODEL_JSON_BYTES = 32 * 1024 * 1024   # config.json / tokenizer_config.json (chat templates make the latter big)
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,10 @@ class GGUFInfo:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path} is not readable JSON ({exc}).", hint="Fix or replace the file.") from None
+    try:  # a user's file: regular, size-capped, UTF-8, depth-capped JSON
+        data = load_json(read_bytes(path, "model file", MODEL_JSON_BYTES), path.name, MODEL_JSON_BYTES)
+    except BadInput as exc:
+        raise ModelLoadError(f"{path} is not readable JSON ({exc.message})", hint="Fix or replace the file.") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path} does not hold a JSON object.", hint="Fix or replace the file.")
     return data
@@ -56,7 +59,7 @@ def safetensors_parameters(path: Path) -> int:
             if length > 100_000_000:
                 raise ValueError("header length is implausible")
             header = json.loads(handle.read(length))
-    except (OSError, struct.error, ValueError) as exc:
+    except (OSError, struct.error, ValueError, RecursionError) as exc:
         raise ModelLoadError(f"{path} is not a readable safetensors file ({exc}).",
                              hint="Copy the weights again; the file may be truncated.") from None
     return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
@@ -78,14 +81,14 @@ def _has_chat_template(folder: Path) -> bool:
     tok_config = folder / "tokenizer_config.json"
     if tok_config.is_file():
         try:
-            return bool(json.loads(tok_config.read_text(encoding="utf-8")).get("chat_template"))
-        except (OSError, ValueError):
+            return bool(_read_json(tok_config).get("chat_template"))
+        except ModelLoadError:
             return False
     return False
 
 
-def _weights(folder: Path, adapter: bool) -> tuple[list[Path], list[Path]]:
-    prefix = "adapter_model" if adapter else ""
+def _weights(folder: Path, adapter: bool, prefix: str = "adapter_model") -> tuple[list[Path], list[Path]]:
+    prefix = prefix if adapter else ""
     tensors = sorted(p for p in folder.glob(f"{prefix}*.safetensors") if p.is_file())
     bins = sorted(p for p in folder.glob(f"{prefix}*.bin") if p.is_file() and "training_args" not in p.name)
     return tensors, bins
@@ -96,7 +99,7 @@ def inspect_folder(path: Path | str) -> FolderInfo:
     folder = Path(path)
     if not folder.is_dir():
         raise ModelLoadError(f"{folder} is not a folder.", hint="Give the folder that holds config.json and the weights.")
-    if (folder / "adapter_config.json").is_file():
+    if adapter_config(folder) is not None:
         return _inspect_adapter(folder)
     if not (folder / "config.json").is_file():
         raise ModelLoadError(
@@ -121,20 +124,23 @@ def inspect_folder(path: Path | str) -> FolderInfo:
 
 
 def _inspect_adapter(folder: Path) -> FolderInfo:
-    config = _read_json(folder / "adapter_config.json")
+    """A PEFT adapter or a ReFT intervention (``pipelines.models.reft``): its base and its weights."""
+    config_path = adapter_config(folder)
+    config = _read_json(config_path)
     base = config.get("base_model_name_or_path")
     if not base:
         raise ModelLoadError(
-            f"{folder}/adapter_config.json names no base model (base_model_name_or_path is empty).",
-            hint="Set base_model_name_or_path to the base model's folder, or save the adapter with PEFT again.",
+            f"{config_path} names no base model (base_model_name_or_path is empty).",
+            hint="Set base_model_name_or_path to the base model's folder, or save the adapter again.",
         )
-    tensors, bins = _weights(folder, adapter=True)
+    weights = Path(REFT_WEIGHTS).stem if config_path.name == REFT_CONFIG else "adapter_model"
+    tensors, bins = _weights(folder, adapter=True, prefix=weights)
     if not tensors and not bins:
         raise ModelLoadError(
-            f"{folder} has adapter_config.json but no adapter weights (adapter_model.safetensors or .bin).",
+            f"{folder} has {config_path.name} but no adapter weights ({weights}.safetensors or .bin).",
             hint="Copy the adapter weights into the folder.",
         )
-    peft_type = config.get("peft_type") or "PEFT"
+    peft_type = "LoReFT" if config_path.name == REFT_CONFIG else config.get("peft_type") or "PEFT"
     return FolderInfo(
         architecture=f"{peft_type} adapter",
         parameters=sum(safetensors_parameters(p) for p in tensors) if tensors else None,

@@ -23,6 +23,7 @@ from storage import review as store
 from storage.db import Database
 from storage.ids import content_hash, stable_id
 from core.errors import BadInput
+from core.inputs import MAX_COUNT, MAX_SEED, check_name, check_number
 
 Progress = Callable[..., None]
 ORDERS = ("least_confident", "newest")
@@ -54,6 +55,8 @@ class PushRequest:
             raise BadInput(f"kind={self.kind!r} is not a review kind.", hint=f"Use one of: {', '.join(KINDS)}.")
         if self.limit < 1:
             raise BadInput(f"limit={self.limit} must be at least 1.", hint="Use e.g. 500.")
+        check_number(self.limit, "limit", 1, MAX_COUNT, integer=True)
+        check_number(self.seed, "seed", 0, MAX_SEED, integer=True)
         if self.min_submitted < 1:
             raise BadInput(f"min_submitted={self.min_submitted} must be at least 1.", hint="Use 1, or 2+ for overlap.")
         if not 1 <= self.batch_size <= BULK_LIMIT:
@@ -69,6 +72,8 @@ class PushRequest:
                            hint="Swap them, or leave one empty.")
         if self.dataset_name is not None and not self.dataset_name.strip():
             raise BadInput("dataset_name is empty.", hint="Give a name, or leave it out for studio-<kind>.")
+        if self.dataset_name is not None:
+            check_name(self.dataset_name, "dataset name")
         if self.guidelines is not None and len(self.guidelines) > 10_000:
             raise BadInput(f"The guidelines have {len(self.guidelines):,} characters; Argilla takes at most 10,000.",
                            hint="Shorten them.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from pipelines.train.params import HyperParams
+from pipelines.train.params import TrainingParams
 from pipelines.train.spec import STAGE_DATA
 from core.errors import TrainingError
 
@@ -52,14 +52,14 @@ def rows_for_stage(stage: str, kind: str, rows: list[dict]) -> list[dict]:
     return [dict(r) for r in rows]
 
 
-def minimum_rows(stage: str, hyper: HyperParams) -> int:
+def minimum_rows(stage: str, hyper: TrainingParams) -> int:
     """Fewest training rows a stage can run on. PPO drops incomplete rollout batches, so it needs a full one."""
     if stage == "ppo":
         return max(MIN_ROWS, hyper.per_device_train_batch_size * hyper.gradient_accumulation_steps)
     return MIN_ROWS
 
 
-def check_enough(stage: str, rows: list[dict], hyper: HyperParams, snapshot_id: str) -> None:
+def check_enough(stage: str, rows: list[dict], hyper: TrainingParams, snapshot_id: str) -> None:
     needed = minimum_rows(stage, hyper)
     if len(rows) < needed:
         what = "prompts" if stage in ("ppo", "grpo", "rloo") else "training examples"

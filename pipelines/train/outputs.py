@@ -16,12 +16,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipelines.models.adapters import is_reft_folder
 from pipelines.models.inspect import inspect_folder
 from storage import registry
 from storage.db import Database
 from storage.registry import ModelRecord
+from core.errors import TrainingError
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._\-]+")
+REFT_NOTE = ("- **ReFT**: a LoReFT intervention (`reft_config.json`, `reft_model.safetensors`) applied by forward "
+             "hooks on the base model; the studio's local backend and Compare load it on that base "
+             "(`pipelines.models.reft.apply_adapter`).\n")
 
 
 @dataclass
@@ -46,6 +51,10 @@ def merge_adapter(adapter_dir: Path, base_path: Path, out_dir: Path, model_kind:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    if is_reft_folder(adapter_dir):
+        raise TrainingError(f"{adapter_dir} holds a ReFT intervention, which edits hidden states and cannot be "
+                            "merged into weights.", hint="Start the run from the intervention's base model instead; "
+                                                         "a ReFT output is served on its base as it is.")
     if model_kind == "reward":
         base = AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=1, trust_remote_code=False)
     else:
@@ -63,8 +72,10 @@ def merge_adapter(adapter_dir: Path, base_path: Path, out_dir: Path, model_kind:
 
 def card_markdown(info: CardInfo) -> str:
     """A model card: YAML front matter (what the hub reads) and the run's facts."""
-    front = {"base_model": info.base_model, "library_name": "peft" if info.peft.get("method") != "full" else
-             "transformers", "tags": ["trl", info.stage, "studio"], "datasets": [info.snapshot.get("id")]}
+    method = info.peft.get("method")
+    front = {"base_model": info.base_model, "library_name": "transformers" if method in ("full", "reft") else "peft",
+             "tags": ["trl", info.stage, "studio", *(["reft"] if method == "reft" else [])],
+             "datasets": [info.snapshot.get("id")]}
     metrics = "\n".join(f"| {k} | {v:.6g} |" for k, v in sorted(info.final_metrics.items())) or "| (none) | |"
     hyper = "\n".join(f"| {k} | {v} |" for k, v in info.hyperparameters.items())
     lineage = "\n".join(f"- {step['stage']}: run `{step['run_id']}` → `{step.get('output')}`" for step in info.lineage)
@@ -76,7 +87,7 @@ def card_markdown(info: CardInfo) -> str:
         f"- **Training run**: `{info.run_id}`\n"
         f"- **Data snapshot**: `{info.snapshot.get('id')}` (content hash `{info.snapshot.get('content_hash')}`, "
         f"{info.snapshot.get('record_kind')}, {info.snapshot.get('n_train')} train / {info.snapshot.get('n_eval')} eval)\n"
-        f"- **PEFT**: {json.dumps(info.peft)}\n\n"
+        f"- **PEFT**: {json.dumps(info.peft)}\n{REFT_NOTE if method == 'reft' else ''}\n"
         f"## Hyperparameters\n\n| name | value |\n|---|---|\n{hyper}\n\n"
         f"## Final metrics\n\n| metric | value |\n|---|---|\n{metrics}\n\n"
         f"## Lineage\n\n{lineage}\n\n## Warnings\n\n{warnings}\n"

@@ -1,180 +1,262 @@
-"""Hyperparameters and PEFT settings of a training run, each documented once in ``metadata["help"]``.
+"""Training parameters the TRL way: the settings every trainer shares (``TrainingParams``, like
+transformers' ``TrainingArguments``) and one small class per algorithm family on top of them
+(``DPOParams``, ``PPOParams``..., like TRL's ``DPOConfig``), each field documented once in
+``metadata["help"]`` with its bounds; plus the PEFT settings.
 
-Why one place: the Train page builds its form from these fields (label, help text, range), the YAML
-spec is read into them, and the algorithm modules translate them into TRL configs. Help texts are
-taken from the meaning the transformers/TRL/PEFT docs give the matching argument. Every check names
-the field, the value and the allowed range, so a bad YAML line or form input says what to change.
+Why one class per algorithm: a DPO run carries no ``kl_coef``, and the Train page's DPO form shows
+DPO's fields only. The run spec picks the class by stage (``PARAMS``); the YAML stays flat
+(``hyper: {learning_rate: 1e-4, beta: 0.1}``), and ``build_params`` names a field of another algorithm
+("hyper.kl_coef is a PPO, GRPO and RLOO setting; this run's recipe is dpo"). Types and bounds are
+checked by the one spec loader (``core.specs``); ``validate`` keeps the rules between fields. Help
+texts follow the meaning the transformers/TRL/PEFT docs give the matching argument. The algorithm
+modules (``algorithms/*.py``) translate these into TRL configs.
+
+Not here: online DPO (TRL's ``OnlineDPOConfig``) has no stage in the studio yet.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from pipelines.models.adapters import MAX_POSITIONS, parse_positions
 from core.errors import TrainingError
+from core.specs import bad_value, check_fields, load_spec
 
-PEFT_METHODS = ("lora", "qlora", "prompt_tuning", "p_tuning", "full")
+PEFT_METHODS = ("lora", "qlora", "prompt_tuning", "p_tuning", "full", "reft")
+# The PeftSpec fields each method uses (the Train form shows only those).
+_LORA_FIELDS = ("r", "alpha", "dropout", "target_modules")
+PEFT_FIELDS = {"lora": _LORA_FIELDS, "qlora": _LORA_FIELDS, "prompt_tuning": ("num_virtual_tokens",),
+               "p_tuning": ("num_virtual_tokens",), "reft": ("r", "layers", "positions"), "full": ()}
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 REPORT_TO = ("tensorboard", "wandb", "mlflow")
+MAX_STEPS = 10_000_000
 
 
-def _help(text: str, default: Any = MISSING, **extra: Any) -> Any:
-    meta = {"help": text, **extra}
+def _help(text: str, default: Any = MISSING, **limits: Any) -> Any:
+    meta = {"help": text, **limits}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
-def bad_field(where: str, name: str, value: Any, allowed: str) -> TrainingError:
-    return TrainingError(f"{where}.{name} = {value!r} is not allowed.", hint=f"Allowed: {allowed}.")
-
-
-def check_range(where: str, name: str, value: Any, lo: float, hi: float | None = None, *, integer: bool = False,
-                lo_open: bool = False) -> None:
-    """Raise a TrainingError naming ``where.name`` unless ``lo <= value <= hi`` (``lo < value`` if lo_open)."""
-    kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
-        raise bad_field(where, name, value, f"{kind} {_range_text(lo, hi, lo_open)}")
-    if (value <= lo if lo_open else value < lo) or (hi is not None and value > hi):
-        raise bad_field(where, name, value, f"{kind} {_range_text(lo, hi, lo_open)}")
-
-
-def _range_text(lo: float, hi: float | None, lo_open: bool) -> str:
-    left = f"> {lo}" if lo_open else f">= {lo}"
-    return f"{left} and <= {hi}" if hi is not None else left
-
-
-def check_choice(where: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise bad_field(where, name, value, "one of " + ", ".join(choices))
-
-
-def build(cls: type, data: dict | None, where: str):
-    """``cls(**data)`` that names unknown keys instead of a TypeError."""
-    data = dict(data or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise TrainingError(f"{where} has no setting {unknown[0]!r}.", hint=f"Known settings: {', '.join(sorted(known))}.")
-    return cls(**data)
+def bad_setting(name: str, value: Any, problem: str, fix: str) -> TrainingError:
+    """A run spec's error in the one message shape: ``{name}={value} {problem}.`` and the fix."""
+    return bad_value(name, value, problem, fix, TrainingError)
 
 
 @dataclass
 class PeftSpec:
-    """How the base model's weights are adapted: a LoRA adapter (optionally on a 4-bit base), soft
-    prompts, or all weights."""
+    """How the base model is adapted: a LoRA adapter (optionally on a 4-bit base), soft prompts, a ReFT
+    intervention on its hidden states, or all weights."""
 
     method: str = _help("lora: train low-rank adapters; qlora: LoRA on a 4-bit quantized base (CUDA + "
-                        "bitsandbytes); prompt_tuning / p_tuning: learn virtual prompt tokens; full: train every weight.",
-                        "lora", choices=PEFT_METHODS)
-    r: int = _help("LoRA rank: the inner dimension of the low-rank update matrices.", 8)
-    alpha: int = _help("LoRA alpha: the update is scaled by alpha / r.", 16)
-    dropout: float = _help("Dropout probability applied to the LoRA layers' input.", 0.05)
+                        "bitsandbytes); prompt_tuning / p_tuning: learn virtual prompt tokens; reft: learn a low-rank "
+                        "edit of the hidden states at chosen layers and prompt positions (LoReFT; sft and dpo); "
+                        "full: train every weight.", "lora", choices=PEFT_METHODS)
+    r: int = _help("Rank: the inner dimension of LoRA's update matrices, or of the subspace ReFT edits.", 8,
+                   min=1, max=1024)
+    alpha: int = _help("LoRA alpha: the update is scaled by alpha / r.", 16, min=1, max=4096)
+    dropout: float = _help("Dropout probability applied to the LoRA layers' input.", 0.05, min=0.0, max=0.9)
     target_modules: list[str] = _help("Module names to wrap with LoRA (e.g. q_proj, v_proj); "
                                       "'all-linear' wraps every linear layer except the output head.",
-                                      ["q_proj", "v_proj"])
-    num_virtual_tokens: int = _help("Number of virtual tokens learned by prompt tuning / p-tuning.", 8)
+                                      ["q_proj", "v_proj"], accepts_one=True, min_len=1)
+    num_virtual_tokens: int = _help("Number of virtual tokens learned by prompt tuning / p-tuning.", 8, min=1, max=512)
+    layers: list[int] = _help("ReFT: the decoder layers (0 = the first) whose output, the residual stream, is edited; "
+                              "empty = every layer.", [], accepts_one=True, min=0, max=1023)
+    positions: str = _help("ReFT: the prompt tokens edited, in pyreft's notation: fN = the first N, lN = the last N, "
+                           "fN+lN = both (e.g. f1+l1).", "f1+l1", max_len=20)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        check_choice("peft", "method", self.method, PEFT_METHODS)
-        check_range("peft", "r", self.r, 1, 1024, integer=True)
-        check_range("peft", "alpha", self.alpha, 1, 4096, integer=True)
-        check_range("peft", "dropout", self.dropout, 0.0, 0.9)
-        check_range("peft", "num_virtual_tokens", self.num_virtual_tokens, 1, 512, integer=True)
-        if isinstance(self.target_modules, str):
-            self.target_modules = [self.target_modules]
-        if not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
-            raise bad_field("peft", "target_modules", self.target_modules, "a non-empty list of module names")
+        check_fields(self, error=TrainingError)
+        if not self.target_modules:
+            raise bad_setting("target_modules", self.target_modules, "is empty",
+                        "List module names such as [q_proj, v_proj], or all-linear.")
+        if parse_positions(self.positions) is None:
+            raise bad_setting("positions", self.positions, "is not fN, lN or fN+lN",
+                              "Write e.g. f1+l1 (the first and the last prompt token), with N from 1 to "
+                              f"{MAX_POSITIONS}.")
 
     @property
     def uses_adapter(self) -> bool:
         return self.method != "full"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The method and the settings it uses (what a model card states)."""
+        return {k: v for k, v in asdict(self).items() if k == "method" or k in PEFT_FIELDS[self.method]}
 
 
 @dataclass
-class HyperParams:
-    """Optimisation settings shared by every algorithm (each uses the ones that apply to it)."""
+class TrainingParams:
+    """The optimisation settings every trainer shares (transformers' ``TrainingArguments``)."""
 
-    learning_rate: float = _help("Initial learning rate of the AdamW optimizer.", 5e-5)
+    learning_rate: float = _help("Initial learning rate of the AdamW optimizer.", 5e-5, gt=0.0, max=1.0)
     lr_scheduler_type: str = _help("How the learning rate decays after warmup.", "linear", choices=SCHEDULERS)
-    warmup_steps: int = _help("Steps of linear warmup from 0 to learning_rate (overrides warmup_ratio when > 0).", 0)
-    warmup_ratio: float = _help("Fraction of the total training steps used for linear warmup.", 0.0)
-    num_train_epochs: float = _help("Passes over the training data (ignored when max_steps > 0).", 1.0)
-    max_steps: int = _help("Total optimizer steps to perform; -1 means use num_train_epochs.", -1)
-    per_device_train_batch_size: int = _help("Examples per device per forward pass.", 2)
-    gradient_accumulation_steps: int = _help("Forward passes whose gradients are summed before one optimizer step.", 1)
-    gradient_checkpointing: bool = _help("Recompute activations in the backward pass: less memory, slower steps.", False)
-    max_grad_norm: float = _help("Gradients are clipped to this global norm (0 disables clipping).", 1.0)
-    weight_decay: float = _help("Decoupled weight decay applied by AdamW to all weights but biases and norms.", 0.0)
-    dropout: float = _help("Dropout probability set in the model's config (attention/hidden dropout) for training.", 0.0)
+    warmup_steps: int = _help("Steps of linear warmup from 0 to learning_rate (overrides warmup_ratio when > 0).", 0,
+                              min=0, max=1_000_000)
+    warmup_ratio: float = _help("Fraction of the total training steps used for linear warmup.", 0.0, min=0.0, max=0.5)
+    num_train_epochs: float = _help("Passes over the training data (ignored when max_steps > 0).", 1.0,
+                                    gt=0.0, max=1000)
+    max_steps: int = _help("Total optimizer steps to perform; -1 means use num_train_epochs.", -1,
+                           min=-1, max=MAX_STEPS)
+    per_device_train_batch_size: int = _help("Examples per device per forward pass.", 2, min=1, max=4096)
+    gradient_accumulation_steps: int = _help("Forward passes whose gradients are summed before one optimizer step.", 1,
+                                             min=1, max=4096)
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass: less memory, slower steps.",
+                                         False)
+    max_grad_norm: float = _help("Gradients are clipped to this global norm (0 disables clipping).", 1.0,
+                                 min=0.0, max=1000)
+    weight_decay: float = _help("Decoupled weight decay applied by AdamW to all weights but biases and norms.", 0.0,
+                                min=0.0, max=1.0)
+    dropout: float = _help("Dropout probability set in the model's config (attention/hidden dropout) for training.",
+                           0.0, min=0.0, max=0.9)
     early_stopping_patience: int = _help("Stop after this many evaluations without an improvement in eval loss "
-                                         "(0 disables early stopping; needs an eval split).", 0)
-    beta: float = _help("DPO/ORPO/CPO/KTO temperature: how strongly the policy is kept near the reference "
-                        "(higher = closer); ORPO: weight of the odds-ratio loss.", 0.1)
-    kl_coef: float = _help("PPO: coefficient of the KL penalty between policy and reference in the reward.", 0.05)
-    max_length: int = _help("Maximum tokens of prompt + completion; longer examples are truncated.", 512)
-    max_prompt_length: int = _help("Maximum prompt tokens; the rest of max_length is left for the completion "
-                                   "(PPO/GRPO/RLOO generate up to max_length - max_prompt_length tokens).", 256)
-    seed: int = _help("Random seed for initialisation, shuffling and sampling.", 42)
+                                         "(0 disables early stopping; needs an eval split).", 0, min=0, max=1000)
+    max_length: int = _help("Maximum tokens of prompt + completion; longer examples are truncated.", 512,
+                            min=16, max=1_048_576)
+    seed: int = _help("Random seed for initialisation, shuffling and sampling.", 42, min=0, max=2**32 - 1)
     precision: str = _help("auto: fp32 on CPU, bf16 on a GPU that supports it (else fp16); or force one.",
                            "auto", choices=PRECISIONS)
-    save_steps: int = _help("Save a checkpoint every this many optimizer steps (and at the end).", 50)
-    logging_steps: int = _help("Log metrics every this many optimizer steps.", 1)
-    eval_steps: int = _help("Evaluate on the eval split every this many steps (0: only at the end).", 0)
-    num_generations: int = _help("GRPO/RLOO: completions sampled per prompt (the group compared to each other).", 4)
+    save_steps: int = _help("Save a checkpoint every this many optimizer steps (and at the end).", 50,
+                            min=1, max=MAX_STEPS)
+    logging_steps: int = _help("Log metrics every this many optimizer steps.", 1, min=1, max=MAX_STEPS)
+    eval_steps: int = _help("Evaluate on the eval split every this many steps (0: only at the end).", 0,
+                            min=0, max=MAX_STEPS)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        w = "hyper"
-        check_range(w, "learning_rate", self.learning_rate, 0.0, 1.0, lo_open=True)
-        check_choice(w, "lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
-        check_range(w, "warmup_steps", self.warmup_steps, 0, 1_000_000, integer=True)
-        check_range(w, "warmup_ratio", self.warmup_ratio, 0.0, 0.5)
-        check_range(w, "num_train_epochs", self.num_train_epochs, 0.0, 1000, lo_open=True)
-        if self.max_steps != -1:
-            check_range(w, "max_steps", self.max_steps, 1, 10_000_000, integer=True)
-        check_range(w, "per_device_train_batch_size", self.per_device_train_batch_size, 1, 4096, integer=True)
-        check_range(w, "gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 4096, integer=True)
-        if not isinstance(self.gradient_checkpointing, bool):
-            raise bad_field(w, "gradient_checkpointing", self.gradient_checkpointing, "true or false")
-        check_range(w, "max_grad_norm", self.max_grad_norm, 0.0, 1000)
-        check_range(w, "weight_decay", self.weight_decay, 0.0, 1.0)
-        check_range(w, "dropout", self.dropout, 0.0, 0.9)
-        check_range(w, "early_stopping_patience", self.early_stopping_patience, 0, 1000, integer=True)
-        check_range(w, "beta", self.beta, 0.0, 100.0, lo_open=True)
-        check_range(w, "kl_coef", self.kl_coef, 0.0, 100.0)
-        check_range(w, "max_length", self.max_length, 16, 1_048_576, integer=True)
-        check_range(w, "max_prompt_length", self.max_prompt_length, 8, self.max_length - 8, integer=True)
-        check_range(w, "seed", self.seed, 0, 2**32 - 1, integer=True)
-        check_choice(w, "precision", self.precision, PRECISIONS)
-        check_range(w, "save_steps", self.save_steps, 1, 10_000_000, integer=True)
-        check_range(w, "logging_steps", self.logging_steps, 1, 10_000_000, integer=True)
-        check_range(w, "eval_steps", self.eval_steps, 0, 10_000_000, integer=True)
-        check_range(w, "num_generations", self.num_generations, 2, 256, integer=True)
+        check_fields(self, error=TrainingError)
+        if self.max_steps == 0:
+            raise bad_setting("max_steps", 0, "is out of range",
+                        f"Use -1 (train for num_train_epochs) or a number of steps from 1 to {MAX_STEPS}.")
         if self.early_stopping_patience and not self.eval_steps:
-            raise bad_field(w, "eval_steps", self.eval_steps, "a number of steps > 0 when early_stopping_patience is "
-                            "set (early stopping watches the eval loss)")
-
-    @property
-    def max_completion_length(self) -> int:
-        return self.max_length - self.max_prompt_length
+            raise bad_setting("eval_steps", self.eval_steps, "is out of range", "Use a number of steps above 0 when "
+                        "early_stopping_patience is set (early stopping watches the eval loss).")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def field_help(cls: type) -> dict[str, str]:
-    """{field name: help text}: what the page shows next to each input."""
-    return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+HyperParams = TrainingParams  # the older name, still used for type hints (pipelines/train/stages.py)
+
+
+def _beta(text: str) -> Any:
+    return _help(text, 0.1, gt=0.0, max=100.0)
+
+
+@dataclass
+class SFTParams(TrainingParams):
+    """Supervised fine-tuning (``trl.SFTConfig``): the shared settings; the loss covers the completion only."""
+
+
+@dataclass
+class RewardParams(TrainingParams):
+    """A reward model (``trl.RewardConfig``): the shared settings; a one-label classifier on chosen/rejected."""
+
+
+@dataclass
+class DPOParams(TrainingParams):
+    """Direct preference optimisation (``trl.DPOConfig``)."""
+
+    beta: float = _beta("DPO temperature: how strongly the policy is kept near the reference model "
+                        "(higher = closer to it).")
+
+
+@dataclass
+class KTOParams(TrainingParams):
+    """Kahneman-Tversky optimisation on unpaired good/bad rows (``trl.KTOConfig``)."""
+
+    beta: float = _beta("KTO temperature: how strongly the policy is kept near the reference model "
+                        "(higher = closer to it).")
+
+
+@dataclass
+class PromptLengthParams(TrainingParams):
+    """The shared settings plus a prompt budget: what max_length leaves after the prompt is the completion's."""
+
+    max_prompt_length: int = _help("Maximum prompt tokens; the rest of max_length is left for the completion "
+                                   "(online algorithms generate up to max_length - max_prompt_length tokens).", 256,
+                                   min=8)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_prompt_length > self.max_length - 8:
+            raise bad_setting("max_prompt_length", self.max_prompt_length, "is out of range",
+                        f"Use at most {self.max_length - 8} (max_length - 8), or raise max_length.")
+
+    @property
+    def max_completion_length(self) -> int:
+        return self.max_length - self.max_prompt_length
+
+
+@dataclass
+class ORPOParams(PromptLengthParams):
+    """Odds-ratio preference optimisation (``trl.experimental.orpo.ORPOConfig``): no reference model."""
+
+    beta: float = _beta("ORPO: weight (lambda) of the odds-ratio term added to the SFT loss.")
+
+
+@dataclass
+class CPOParams(PromptLengthParams):
+    """Contrastive preference optimisation (``trl.experimental.cpo.CPOConfig``): no reference model."""
+
+    beta: float = _beta("CPO temperature of the preference term (higher = a sharper preference).")
+
+
+@dataclass
+class PPOParams(PromptLengthParams):
+    """Proximal policy optimisation against a reward model (``trl.experimental.ppo.PPOConfig``)."""
+
+    kl_coef: float = _help("PPO: coefficient of the KL penalty between policy and reference in the reward.", 0.05,
+                           min=0.0, max=100.0)
+
+
+@dataclass
+class GRPOParams(PromptLengthParams):
+    """Group relative policy optimisation (``trl.GRPOConfig``): groups of completions per prompt, scored by
+    the run's reward functions."""
+
+    kl_coef: float = _help("Weight of the KL penalty between policy and reference (TRL's beta).", 0.05,
+                           min=0.0, max=100.0)
+    num_generations: int = _help("Completions sampled per prompt: the group whose rewards are compared.", 4,
+                                 min=2, max=256)
+
+
+@dataclass
+class RLOOParams(GRPOParams):
+    """REINFORCE leave-one-out (``trl.RLOOConfig``): GRPO's settings; each completion's baseline is the mean
+    reward of the others in its group."""
+
+
+PARAMS: dict[str, type[TrainingParams]] = {
+    "sft": SFTParams, "reward": RewardParams, "dpo": DPOParams, "kto": KTOParams, "orpo": ORPOParams,
+    "cpo": CPOParams, "ppo": PPOParams, "grpo": GRPOParams, "rloo": RLOOParams,
+}
+
+
+@functools.cache
+def field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
+
+
+def build_params(stage: str, values: Any, *, path: str, context: str) -> TrainingParams:
+    """The ``stage``'s parameter class from flat ``values``; a field of another algorithm is named as such,
+    with ``context`` saying why it does not apply ("this run's recipe is dpo (stages: dpo)")."""
+    cls = PARAMS[stage]
+    for key in values if isinstance(values, dict) else ():
+        owners = [s for s, c in PARAMS.items() if key in field_names(c)]
+        if key not in field_names(cls) and owners:
+            names = [s.upper() if s != "reward" else "reward-model" for s in owners]
+            listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+            raise TrainingError(f"{path}.{key} is a setting of {listed}; {context}.",
+                                hint=f"Remove {key}, or pick a recipe that runs one of those stages "
+                                     f"({', '.join(owners)}).")
+    return load_spec(cls, values, error=TrainingError, label="the run spec", path=path)

@@ -6,6 +6,10 @@ only the database and the filesystem under STUDIO_HOME, so the same call runs un
 ``accelerate launch``, Ray or Slurm. Calling it again on an unfinished run resumes: finished stages
 are skipped, and the current one continues from its newest complete checkpoint. ``should_stop()``
 stops at the next step with a checkpoint kept.
+
+With several processes (``ranks``), every rank trains and only the main one records: statuses, child
+rows, merged models, the output, its card and registration; what the others need from that (finished
+stages, the checkpoint to resume from, each stage's output) rank 0 shares with them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipelines.train.algorithms import StageInput, StageOutput
+from pipelines.train.distributed import SINGLE, Ranks
 from pipelines.train.outputs import CardInfo, merge_adapter, output_name, register_output, write_card
 from pipelines.train.spec import ONLINE_STAGES, RunSpec, check_device, cuda_available, resolve_precision
 from pipelines.train.stages import resume_point, run_stage, stage_rows
@@ -80,16 +85,18 @@ def _check_reward_model(start: _Start, ref: str) -> None:
                             hint="Pick the output of a reward stage (a sequence classifier with one label).")
 
 
-def _stage_runs(db: Database, run: store.TrainingRunRow, spec: RunSpec) -> list[store.TrainingRunRow]:
-    """The run itself for one stage; otherwise one child row per stage (created once, reused on resume)."""
+def _stage_runs(db: Database, run: store.TrainingRunRow, spec: RunSpec, ranks: Ranks) -> list[store.TrainingRunRow]:
+    """The run itself for one stage; otherwise one child row per stage (created once by the main process,
+    reused on resume)."""
     if len(spec.stages) == 1:
         return [run]
     children = {c.stage_index: c for c in store.child_runs(db, run.id)}
     for index, stage in enumerate(spec.stages):
-        if index not in children:
+        if index not in children and ranks.is_main:
             store.insert_run(db, name=f"{run.name or spec.name}:{stage}", recipe=spec.recipe, stage=stage,
                              spec=run.spec, snapshot_id=_snapshot_for(spec, stage), parent_run_id=run.id,
                              stage_index=index)
+    ranks.barrier()
     return store.child_runs(db, run.id)
 
 
@@ -111,77 +118,85 @@ def _snapshot(db: Database, snapshot_id: str) -> tuple[dict, list[dict], list[di
 
 
 def run_training(run_id: str, reporter: Any = None, should_stop: Callable[[], bool] | None = None,
-                 db: Database | None = None) -> RunResult:
-    """Run (or resume) every unfinished stage of ``run_id``; the run's row ends succeeded, failed or cancelled."""
+                 db: Database | None = None, ranks: Ranks = SINGLE) -> RunResult:
+    """Run (or resume) every unfinished stage of ``run_id``; the run's row ends succeeded, failed or cancelled.
+    ``ranks``: this process's place in a multi-process launch (already started, see ``Ranks.start``)."""
     db = db or get_database()
     run = store.get_run(db, run_id)
     if run is None:
         raise NotFound(f"There is no training run {run_id!r}.", hint="`python -m studio runs list` lists them.")
     cuda = cuda_available()
-    store.set_status(db, run_id, "running", device=_device_name(cuda))
+    if ranks.is_main:
+        store.set_status(db, run_id, "running", device=_device_name(cuda, ranks))
     result = RunResult(run_id, "running")
     try:
-        spec = RunSpec.from_dict(run.spec)
+        spec = RunSpec.from_stored(run.spec)
         check_device(spec, cuda)
         stop = should_stop or (lambda: False)
-        for _row, out_record in _run_stages(db, run, spec, cuda, stop, reporter, result):
+        for _row, out_record in _run_stages(db, run, spec, cuda, stop, reporter, result, ranks):
             result.output_model = out_record.name
-        store.set_status(db, run_id, "succeeded", final_metrics=result.final_metrics)
+        if ranks.is_main:
+            store.set_status(db, run_id, "succeeded", final_metrics=result.final_metrics)
         result.status = "succeeded"
         return result
     except TrainingCancelled as exc:
-        _finish(db, run_id, "cancelled", str(exc))
+        _finish(db, run_id, "cancelled", str(exc), ranks)
         result.status = "cancelled"
         return result
     except StudioError as exc:
-        _finish(db, run_id, "failed", str(exc))
+        _finish(db, run_id, "failed", str(exc), ranks)
         raise
     except BaseException as exc:
-        _finish(db, run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        _finish(db, run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000], ranks)
         raise
 
 
-def _finish(db: Database, run_id: str, status: str, error: str) -> None:
-    """End the run and the stage that was running (finished stages keep their status)."""
+def _finish(db: Database, run_id: str, status: str, error: str, ranks: Ranks) -> None:
+    """End the run and the stage that was running (finished stages keep their status); main process only."""
+    if not ranks.is_main:
+        return
     for child in store.child_runs(db, run_id):
         if child.status == "running":
             store.set_status(db, child.id, status, error=error)
     store.set_status(db, run_id, status, error=error)
 
 
-def _device_name(cuda: bool) -> str:
-    if not cuda:
-        return "cpu"
-    import torch
+def _device_name(cuda: bool, ranks: Ranks = SINGLE) -> str:
+    """cpu, or cuda:<GPU name>; `` x N`` when N processes train together."""
+    name = "cpu"
+    if cuda:
+        import torch
 
-    return f"cuda:{torch.cuda.get_device_name(0)}"
+        name = f"cuda:{torch.cuda.get_device_name(0)}"
+    return f"{name} x{ranks.world_size}" if ranks.several else name
 
 
 def _run_stages(db: Database, run: store.TrainingRunRow, spec: RunSpec, cuda: bool, stop: Callable[[], bool], reporter: Any,
-                result: RunResult):
+                result: RunResult, ranks: Ranks):
     """Yield (stage row, registered output) as each stage finishes or is found finished."""
     run_dir = settings_mod.current().runs_dir / run.id
-    start = _resolve_model(db, spec.base_model, "base model", run_dir)
-    reward = None
-    if spec.reward_model:
-        reward = _resolve_model(db, spec.reward_model, "reward model", run_dir)
-        _check_reward_model(reward, spec.reward_model)
-    rows = _stage_runs(db, run, spec)
+    with ranks.main_first():  # an adapter base is merged once, by the main process
+        start = _resolve_model(db, spec.base_model, "base model", run_dir)
+        reward = None
+        if spec.reward_model:
+            reward = _resolve_model(db, spec.reward_model, "reward model", run_dir)
+            _check_reward_model(reward, spec.reward_model)
+    rows = _stage_runs(db, run, spec, ranks)
     lineage: list[dict] = []
     final_name = output_name(db, spec.output_name or spec.name, run.id)
     for index, row in enumerate(rows):
         last = index == len(rows) - 1
-        done = _finished_output(db, row)
+        done = ranks.share(_finished_output(db, row) if ranks.is_main else None)
         if done is None:
             done = _train_stage(db, run, row, spec, start, reward, cuda, stop, reporter, result, lineage,
-                                final_name if last else f"{final_name}-{row.stage}", last, index, len(rows))
+                                final_name if last else f"{final_name}-{row.stage}", last, index, len(rows), ranks)
         lineage.append({"stage": row.stage, "run_id": row.id, "output": done.name})
         result.stages.append({"stage": row.stage, "run_id": row.id, "output_model": done.name})
         if row.stage == "reward":
             reward = _Start(Path(done.hf_path), done)
         elif not last:
             start = _Start(Path(done.hf_path), done)
-        if last and row.id != run.id:
+        if last and row.id != run.id and ranks.is_main:
             store.set_output_model(db, run.id, done.id)
         yield row, done
 
@@ -196,8 +211,8 @@ def _finished_output(db: Database, row: store.TrainingRunRow) -> ModelRecord | N
 
 
 def _train_stage(db, run, row, spec: RunSpec, start: _Start, reward: _Start | None, cuda: bool, stop: Callable[[], bool],
-                 reporter, result: RunResult, lineage: list[dict], name: str, last: bool, index: int, total: int
-                 ) -> ModelRecord:
+                 reporter, result: RunResult, lineage: list[dict], name: str, last: bool, index: int, total: int,
+                 ranks: Ranks) -> ModelRecord:
     hyper = spec.hyper_for(row.stage)
     snapshot_id = _snapshot_for(spec, row.stage)
     meta, train_rows, eval_rows = _snapshot(db, snapshot_id)
@@ -214,19 +229,22 @@ def _train_stage(db, run, row, spec: RunSpec, start: _Start, reward: _Start | No
     if row.stage == "ppo" and inp.reward_model_path is None:
         raise TrainingError("PPO needs a trained reward model, and this run has none.",
                             hint="Set reward_model in the spec, or use the 'rlhf' recipe, which trains one first.")
-    if row.stage != "ppo":
-        inp.resume_from = resume_point(db, row.id, inp.output_dir)
-    store.set_status(db, row.id, "running", device=_device_name(cuda))
-    if row.id != run.id:
-        store.set_base_model(db, row.id, start.record.id if start.record else None)
+    if row.stage != "ppo":  # every rank resumes from the checkpoint the main process picked
+        inp.resume_from = ranks.share(resume_point(db, row.id) if ranks.is_main else None)
+    if ranks.is_main:
+        store.set_status(db, row.id, "running", device=_device_name(cuda, ranks))
+        if row.id != run.id:
+            store.set_base_model(db, row.id, start.record.id if start.record else None)
     output = run_stage(db, row.id, inp, reporter=reporter, label=f"{row.stage} ({index + 1}/{total})",
-                       should_stop=stop)
+                       should_stop=stop, ranks=ranks)
     result.warnings.extend(w for w in inp.warnings if w not in result.warnings)
+    result.final_metrics = output.metrics
+    if not ranks.is_main:
+        return ranks.share(None)
     record = _publish(db, run, row, spec, inp, output, start, meta, lineage, name, last)
     store.set_output_model(db, row.id, record.id)
     store.set_status(db, row.id, "succeeded", final_metrics=output.metrics)
-    result.final_metrics = output.metrics
-    return record
+    return ranks.share(record)
 
 
 def _eval_rows(stage: str, kind: str, rows: list[dict]) -> list[dict]:

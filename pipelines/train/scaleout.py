@@ -29,6 +29,18 @@ def worker_command(run_id: str, python: str = "python") -> list[str]:
     return [python, "-m", "studio", "train", "--run", run_id]
 
 
+def local_launch_command(run_id: str, processes: int, port: int, python: str = sys.executable) -> list[str]:
+    """``accelerate launch`` of ``processes`` data-parallel ranks of a run on this machine (what the run's job
+    starts when ``spec.processes`` > 1). ``--multi_gpu`` is accelerate's torchrun launcher: one process per
+    GPU, or gloo processes on a machine without one. Precision is the run's (its TrainingArguments), not
+    the launcher's; the port is the rendezvous of this launch, so two launches on one machine do not meet."""
+    if processes < 2:
+        raise TrainingError(f"processes = {processes}: a launch needs at least 2.", hint="Run one process directly.")
+    return [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port), *worker_command(run_id, python)[1:]]
+
+
 def accelerate_command(spec: RunSpec, backend: str = "deepspeed_zero2", *, num_processes: int = 8,
                        num_machines: int = 1, run_id: str = "RUN_ID", config_path: str = "accelerate.yaml"
                        ) -> tuple[str, str]:

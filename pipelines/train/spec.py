@@ -25,24 +25,28 @@ grpo, rloo [sft →] grpo / rloo with ``reward_funcs``: rubric names and/or "rew
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pipelines.train.params import (
-    REPORT_TO, HyperParams, PeftSpec, bad_field, build, check_range,
+    PARAMS, REPORT_TO, PeftSpec, TrainingParams, bad_setting, build_params, field_names,
 )
-from core.errors import StudioError, TrainingError
+from core.errors import BadInput, StudioError, TrainingError
+from core.specs import check_fields, load_spec
+from core.inputs import MAX_CONFIG_BYTES, load_yaml, read_text
 
 RECIPES: dict[str, tuple[str, ...]] = {
     "sft": ("sft",), "reward": ("reward",), "ppo": ("ppo",), "rlhf": ("reward", "ppo"), "dpo": ("dpo",),
     "orpo": ("orpo",), "cpo": ("cpo",), "kto": ("kto",), "grpo": ("grpo",), "rloo": ("rloo",),
 }
+MAX_PROCESSES = 64  # data-parallel processes on one machine
 SFT_PREFIXABLE = ("ppo", "rlhf", "dpo", "kto", "grpo", "rloo")
 STAGES = ("sft", "reward", "ppo", "dpo", "orpo", "cpo", "kto", "grpo", "rloo")
 ONLINE_STAGES = ("ppo", "grpo", "rloo")
+REFT_STAGES = ("sft", "dpo")            # the stages whose trainers take a ReFT intervention (train/reft_trainer.py)
 REWARD_MODEL_FUNC = "reward_model"
 # Which snapshot kinds each stage can learn from (the runner converts where a kind is listed second).
 STAGE_DATA: dict[str, tuple[str, ...]] = {
@@ -77,12 +81,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 @dataclass
 class RunSpec:
-    """Everything one training run needs; ``validate()`` runs on construction."""
+    """Everything one training run needs; types and bounds are checked on construction, then ``validate()``."""
 
-    name: str = field(metadata={"help": "A name for the run; also the default registry name of its output."})
-    recipe: str = field(metadata={"help": "Which stages run, in order: " + ", ".join(RECIPES) + "."})
+    name: str = field(metadata={"help": "A name for the run; also the default registry name of its output.",
+                                "max_len": 200})
+    recipe: str = field(metadata={"help": "Which stages run, in order: " + ", ".join(RECIPES) + ".",
+                                  "choices": tuple(RECIPES)})
     base_model: str = field(metadata={"help": "A model-registry name, or a local transformers folder."})
-    snapshot_id: str = field(metadata={"help": "The dataset snapshot the main stage trains on."})
+    snapshot_id: str = field(metadata={"help": "The dataset snapshot the main stage trains on.", "max_len": 200})
     include_sft: bool = field(default=False, metadata={"help": "Run an SFT stage first and train the next stages "
                                                                "on its output."})
     sft_snapshot_id: str | None = field(default=None, metadata={
@@ -96,73 +102,88 @@ class RunSpec:
                 "(e.g. {rubric: length, params: {max_words: 30}})."})
     peft: PeftSpec = field(default_factory=PeftSpec, metadata={"help": "How weights are adapted (LoRA, QLoRA, "
                                                                         "prompt tuning, p-tuning, full)."})
-    hyper: HyperParams = field(default_factory=HyperParams, metadata={"help": "Optimisation settings."})
+    hyper: TrainingParams = field(default_factory=dict, metadata={
+        "help": "Optimisation settings, flat: the ones every trainer shares and the recipe's own (beta for dpo, "
+                "kl_coef for ppo...); the class is the recipe's last stage's (PARAMS in params.py).",
+        "deferred": True})
     stage_hyper: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={
         "help": "Per-stage overrides of hyper, e.g. {reward: {learning_rate: 1e-4}}."})
     report_to: list[str] = field(default_factory=list, metadata={
-        "help": "Extra loggers (tensorboard, wandb, mlflow), used only when installed."})
+        "help": "Also log the curves to these (tensorboard, wandb, mlflow): under STUDIO_HOME/runs/<run>/, unless "
+                "WANDB_MODE=online or MLFLOW_TRACKING_URI points at a team server; one not installed is skipped with "
+                "a warning (bash scripts/setup.sh --monitoring).", "choices": REPORT_TO})
     merge_adapter: bool = field(default=False, metadata={
         "help": "After training, also save the LoRA adapter merged into the base weights as a full model."})
     output_name: str | None = field(default=None, metadata={"help": "Registry name of the output (default: name)."})
+    processes: int = field(default=1, metadata={
+        "help": "Training processes on this machine (data parallel, one per GPU; on a CPU, gloo). Above 1 the run's "
+                "job starts them with `accelerate launch`; only the main one records the run.",
+        "min": 1, "max": MAX_PROCESSES})
     evaluation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_EVALUATION), metadata={
         "help": "The closed loop: when the run succeeds, compare its model with the base on the snapshot's "
                 "held-out prompts. Keys: enabled (default true), judge (a Compare judge, e.g. {kind: rubric, "
-                "rubric: length, params: {max_words: 40}} or {kind: llm, target: endpoint:NAME}; empty = outputs "
-                "only, for human votes), limit (prompts, default 50), max_tokens (default 128)."})
+                "rubric: length, params: {max_words: 40}} or {kind: llm, target: endpoint:NAME}; default the "
+                "answer_quality rubric; null = outputs only, for human votes), limit (prompts, default 50), "
+                "max_tokens (default 128)."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.peft, dict):
-            self.peft = build(PeftSpec, self.peft, "peft")
-        if isinstance(self.hyper, dict):
-            self.hyper = build(HyperParams, self.hyper, "hyper")
+        check_fields(self, error=TrainingError)
+        self.hyper = self._recipe_params()
         self.validate()
 
-    # -- validation --------------------------------------------------------------------------
+    def _recipe_params(self) -> TrainingParams:
+        """``hyper`` as the class of the recipe's last stage, whose fields cover every stage of the recipe."""
+        main = RECIPES[self.recipe][-1]
+        if isinstance(self.hyper, PARAMS[main]):
+            return self.hyper
+        values = self.hyper.to_dict() if isinstance(self.hyper, TrainingParams) else self.hyper
+        return build_params(main, values, path="hyper",
+                            context=f"this run's recipe is {self.recipe} (stages: {', '.join(self.stages)})")
+
+    # -- validation (the rules between fields; types and bounds are the loader's) ------------------------
     def validate(self) -> None:
         for name in ("name", "base_model", "snapshot_id"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise bad_field("spec", name, value, "a non-empty string")
-        if self.recipe not in RECIPES:
-            raise bad_field("spec", "recipe", self.recipe, "one of " + ", ".join(RECIPES))
+            if not getattr(self, name).strip():
+                raise bad_setting(name, getattr(self, name), "is empty", f"Give the run's {name}.")
         if self.include_sft and self.recipe not in SFT_PREFIXABLE:
-            raise bad_field("spec", "include_sft", self.include_sft,
-                            f"false for recipe {self.recipe!r} (an SFT stage comes first only in "
-                            + ", ".join(SFT_PREFIXABLE) + ")")
-        for stage, overrides in self.stage_hyper.items():
+            raise bad_setting("include_sft", True, f"does not fit recipe {self.recipe!r}",
+                              f"Use false: an SFT stage comes first only in {', '.join(SFT_PREFIXABLE)}.")
+        for stage in self.stage_hyper:
             if stage not in self.stages:
-                raise bad_field("spec", "stage_hyper", stage, "a stage of this recipe: " + ", ".join(self.stages))
-            build(HyperParams, {**self.hyper.to_dict(), **overrides}, f"stage_hyper.{stage}")
-        for logger in self.report_to:
-            if logger not in REPORT_TO:
-                raise bad_field("spec", "report_to", logger, "any of " + ", ".join(REPORT_TO))
+                raise bad_setting("stage_hyper", stage, "is not a stage of this recipe",
+                                  f"Use one of this run's stages: {', '.join(self.stages)}.")
+            self.hyper_for(stage)
         if self.merge_adapter and self.peft.method not in ("lora", "qlora"):
-            raise bad_field("spec", "merge_adapter", True, f"false with peft.method={self.peft.method!r} "
-                            "(only LoRA adapters merge into the base)")
+            raise bad_setting("merge_adapter", True, f"does not fit peft.method={self.peft.method!r}",
+                              "Use false: only LoRA adapters merge into the base.")
+        self._validate_reft()
         self._validate_rewards()
         self._validate_evaluation()
 
+    def _validate_reft(self) -> None:
+        """A ReFT intervention edits hidden states, so it cannot be merged into weights and handed on."""
+        if self.peft.method != "reft":
+            return
+        if self.include_sft or len(self.stages) > 1 or self.stages[0] not in REFT_STAGES:
+            raise bad_setting("peft.method", "reft", f"does not fit recipe {self.recipe!r}"
+                              + (" with include_sft" if self.include_sft else ""),
+                              f"ReFT trains one stage of {' or '.join(REFT_STAGES)}: use recipe sft or dpo without "
+                              "include_sft, or peft.method: lora.")
+        if self.processes > 1:
+            raise bad_setting("processes", self.processes, "does not fit peft.method='reft'",
+                              "Use processes: 1: a ReFT run trains in one process (several are not supported yet).")
+
     def _validate_evaluation(self) -> None:
-        unknown = sorted(set(self.evaluation) - set(DEFAULT_EVALUATION))
-        if unknown:
-            raise bad_field("spec", "evaluation", unknown[0], "keys among " + ", ".join(DEFAULT_EVALUATION))
-        merged = {**DEFAULT_EVALUATION, **self.evaluation}
-        if not isinstance(merged["enabled"], bool):
-            raise bad_field("spec", "evaluation.enabled", merged["enabled"], "true or false")
-        for key, low, high in (("limit", 1, 100_000), ("max_tokens", 1, 8192)):
-            value = merged[key]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise bad_field("spec", f"evaluation.{key}", value, f"a whole number from {low} to {high}")
-        if merged["judge"] is not None and not isinstance(merged["judge"], dict):
-            raise bad_field("spec", "evaluation.judge", merged["judge"], "a judge mapping or empty")
-        if merged["judge"]:
+        settings = load_spec(EvaluationSettings, self.evaluation, error=TrainingError, label="the run spec",
+                             path="evaluation")
+        if settings.judge:
             from pipelines.compare.judging import JudgeSpec
 
             try:
-                JudgeSpec.from_dict(merged["judge"])
-            except StudioError as exc:
-                raise TrainingError(f"spec.evaluation.{exc.message}", hint=exc.hint) from None
-        self.evaluation = merged
+                JudgeSpec.from_dict(settings.judge, path="evaluation.judge")
+            except StudioError as exc:  # the judge's own BadInput / NotFound: a run spec raises TrainingError
+                raise TrainingError(exc.message, hint=exc.hint) from None
+        self.evaluation = asdict(settings)
 
     def _validate_rewards(self) -> None:
         if self.recipe == "ppo" and not self.reward_model:
@@ -171,17 +192,17 @@ class RunSpec:
                                      "which trains one first.")
         if self.recipe in ("grpo", "rloo"):
             if not self.reward_funcs:
-                raise bad_field("spec", "reward_funcs", [], "at least one rubric name or 'reward_model'")
+                raise bad_setting("reward_funcs", [], "is empty", "List at least one rubric name or 'reward_model'.")
             if REWARD_MODEL_FUNC in self.reward_funcs and not self.reward_model:
-                raise bad_field("spec", "reward_model", None, "a reward model name or folder when reward_funcs "
-                                "lists 'reward_model'")
-            for func in self.reward_funcs:
+                raise bad_setting("reward_model", self.reward_model, "is empty", "Name a reward model (registry name "
+                                  "or folder): reward_funcs lists 'reward_model'.")
+            for i, func in enumerate(self.reward_funcs):
                 if func != REWARD_MODEL_FUNC:
                     name, params = rubric_entry(func)
                     try:
                         _rubric(name).check_params(params)
                     except StudioError as exc:
-                        raise TrainingError(f"spec.reward_funcs: {exc.message}", hint=exc.hint) from None
+                        raise TrainingError(f"reward_funcs[{i}]: {exc.message}", hint=exc.hint) from None
             batch = self.hyper.per_device_train_batch_size * self.hyper.gradient_accumulation_steps
             if batch % self.hyper.num_generations:
                 raise TrainingError(
@@ -194,8 +215,11 @@ class RunSpec:
     def stages(self) -> tuple[str, ...]:
         return (("sft",) if self.include_sft else ()) + RECIPES[self.recipe]
 
-    def hyper_for(self, stage: str) -> HyperParams:
-        return build(HyperParams, {**self.hyper.to_dict(), **self.stage_hyper.get(stage, {})}, f"stage_hyper.{stage}")
+    def hyper_for(self, stage: str) -> TrainingParams:
+        """The stage's parameters: the fields of ``hyper`` its class has, with its ``stage_hyper`` overrides."""
+        shared = {k: v for k, v in self.hyper.to_dict().items() if k in field_names(PARAMS[stage])}
+        return build_params(stage, {**shared, **self.stage_hyper.get(stage, {})}, path=f"stage_hyper.{stage}",
+                            context=f"the {stage} stage does not use it")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -205,73 +229,81 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunSpec:
-        """Build from a mapping; a ``preset`` key fills peft/hyper first, explicit values override it."""
-        if not isinstance(data, dict):
-            raise TrainingError(f"A run spec must be a mapping of settings, not {type(data).__name__}.",
-                                hint="Write it as YAML `key: value` lines (see examples/train.yaml).")
+        """Build from a mapping; a ``preset`` fills peft and hyper first (the hyper fields this recipe has),
+        explicit values override it."""
+        if isinstance(data, dict) and "preset" in data:
+            data = _with_preset(data)
+        return load_spec(cls, data, error=TrainingError, label="the run spec")
+
+    @classmethod
+    def from_stored(cls, data: dict) -> RunSpec:
+        """A spec as stored with a run. Specs stored before the per-algorithm parameter classes carry
+        every algorithm's hyperparameters (a DPO run's kl_coef): the ones its recipe's classes lack
+        are dropped here, not refused, so older runs still show, resume and evaluate."""
         data = dict(data)
-        _check_top_level_types(data)
-        preset = data.pop("preset", None)
-        if preset is not None:
-            base = preset_values(preset)
-            data["peft"] = {**base["peft"], **(data.get("peft") or {})}
-            data["hyper"] = {**base["hyper"], **(data.get("hyper") or {})}
-        known = {f.name for f in fields(cls)}
-        missing = [f.name for f in fields(cls) if f.name in ("name", "recipe", "base_model", "snapshot_id")
-                   and f.name not in data]
-        if missing:
-            raise TrainingError(f"The run spec has no {missing[0]!r}.", hint=f"Add `{missing[0]}: ...` to it.")
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TrainingError(f"The run spec has no setting {unknown[0]!r}.",
-                                hint=f"Known settings: preset, {', '.join(sorted(known))}.")
-        return cls(**data)
+        recipe = data.get("recipe")
+        if recipe in RECIPES and isinstance(data.get("hyper"), dict):
+            known = field_names(params_class(recipe))
+            data["hyper"] = {k: v for k, v in data["hyper"].items() if k in known}
+        if recipe in RECIPES and isinstance(data.get("stage_hyper"), dict):
+            data["stage_hyper"] = {stage: {k: v for k, v in values.items() if k in field_names(PARAMS[stage])}
+                                   for stage, values in data["stage_hyper"].items()
+                                   if stage in PARAMS and isinstance(values, dict)}
+        return cls.from_dict(data)
 
     @classmethod
     def from_yaml(cls, text_or_path: str | Path) -> RunSpec:
         """Read a spec from YAML text or from a .yaml file."""
         text = str(text_or_path)
-        if isinstance(text_or_path, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
-            path = Path(text).expanduser()
-            if not path.is_file():
-                raise TrainingError(f"The run spec file {path} does not exist.", hint="Give the path of a YAML file.")
-            text = path.read_text(encoding="utf-8")
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise TrainingError(f"The run spec is not valid YAML ({str(exc).splitlines()[0]}).",
-                                hint="Fix the YAML syntax (indentation, colons).") from None
+        try:  # the one input boundary: size cap, UTF-8, YAML with alias and depth caps
+            if isinstance(text_or_path, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
+                text = read_text(text, "run spec file", MAX_CONFIG_BYTES)
+            data = load_yaml(text, "run spec")
+        except BadInput as exc:
+            raise TrainingError(exc.message, hint=exc.hint) from None
         return cls.from_dict(data)
 
 
-DEFAULT_EVALUATION: dict[str, Any] = {"enabled": True, "judge": None, "limit": 50, "max_tokens": 128}
-
-# What each top-level setting must be in YAML (None allowed where the field is optional).
-_TOP_LEVEL_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    # None for the required ones is left to validate(), which names the field and what it needs.
-    "name": ((str, type(None)), "text"), "recipe": ((str, type(None)), "text"),
-    "base_model": ((str, type(None)), "text"), "snapshot_id": ((str, type(None)), "text"), "preset": ((str, type(None)), "a preset name"),
-    "include_sft": ((bool,), "true or false"), "merge_adapter": ((bool,), "true or false"),
-    "sft_snapshot_id": ((str, type(None)), "text"), "prompt_snapshot_id": ((str, type(None)), "text"),
-    "reward_model": ((str, type(None)), "text"), "output_name": ((str, type(None)), "text"),
-    "reward_funcs": ((list,), "a list"), "report_to": ((list,), "a list"),
-    "peft": ((dict, type(None)), "a mapping of PEFT settings"), "hyper": ((dict, type(None)), "a mapping of hyperparameters"),
-    "stage_hyper": ((dict,), "a mapping of stage name to hyperparameters"),
-    "evaluation": ((dict,), "a mapping (enabled, judge, limit, max_tokens)"),
-}
+# The default judge works with what runs here (the embedded model cannot judge): a rubric for any prose answer.
+DEFAULT_JUDGE: dict[str, Any] = {"kind": "rubric", "rubric": "answer_quality", "params": {}}
 
 
-def _check_top_level_types(data: dict) -> None:
-    """A YAML value of the wrong shape (``recipe: [dpo]``, ``hyper: 5``) is named, not a crash."""
-    for key, value in data.items():
-        allowed, what = _TOP_LEVEL_TYPES.get(key, ((object,), ""))
-        if not isinstance(value, allowed):
-            raise TrainingError(f"spec.{key} must be {what}, not {type(value).__name__} ({value!r:.60}).",
-                                hint=f"Write `{key}:` as {what} in the run spec.")
-    for stage, values in (data.get("stage_hyper") or {}).items():
-        if not isinstance(values, dict):
-            raise TrainingError(f"spec.stage_hyper.{stage} must be a mapping of hyperparameters, not "
-                                f"{type(values).__name__}.", hint=f"Write `{stage}: {{learning_rate: ...}}`.")
+@dataclass
+class EvaluationSettings:
+    """The closed loop after a run succeeds (``RunSpec.evaluation``, stored as a plain mapping)."""
+
+    enabled: bool = field(default=True, metadata={"help": "Compare the trained model with its base when the run "
+                                                          "succeeds."})
+    judge: dict[str, Any] | None = field(default_factory=lambda: {**DEFAULT_JUDGE, "params": {}}, metadata={
+        "help": "A Compare judge (see pipelines/compare/judging.py); null = outputs only, for human votes."})
+    limit: int = field(default=50, metadata={"help": "Held-out prompts to compare on.", "min": 1, "max": 100_000})
+    max_tokens: int = field(default=128, metadata={"help": "Most new tokens per answer.", "min": 1, "max": 8192})
+
+
+DEFAULT_EVALUATION: dict[str, Any] = asdict(EvaluationSettings())
+
+
+def _with_preset(data: dict) -> dict:
+    """``data`` with its preset's peft and hyper values under the explicit ones; a preset's hyper values the
+    recipe's class lacks (max_prompt_length for dpo) are left out, not refused."""
+    data = dict(data)
+    name = data.pop("preset")
+    if name is None:
+        return data
+    base = preset_values(name)
+    recipe = data.get("recipe")
+    known = field_names(params_class(recipe)) if isinstance(recipe, str) and recipe in RECIPES else None
+    for section in ("peft", "hyper"):
+        given = data.get(section)
+        if given is None or isinstance(given, dict):
+            preset = {k: v for k, v in base[section].items() if section == "peft" or known is None or k in known}
+            data[section] = {**preset, **(given or {})}
+    return data
+
+
+def params_class(recipe: str) -> type[TrainingParams]:
+    """The hyperparameter class of a recipe: its last stage's (which has every earlier stage's fields)."""
+    return PARAMS[RECIPES[recipe][-1]]
 
 
 def rubric_entry(entry: str | dict) -> tuple[str, dict]:
@@ -281,7 +313,8 @@ def rubric_entry(entry: str | dict) -> tuple[str, dict]:
     if isinstance(entry, dict) and isinstance(entry.get("rubric"), str) and set(entry) <= {"rubric", "params"} \
             and isinstance(entry.get("params", {}), dict):
         return entry["rubric"], dict(entry.get("params") or {})
-    raise bad_field("spec", "reward_funcs", entry, "'reward_model', a rubric name, or {rubric: NAME, params: {...}}")
+    raise bad_setting("reward_funcs", entry, "is not a reward function",
+                      "Use 'reward_model', a rubric name, or {rubric: NAME, params: {...}}.")
 
 
 def _rubric(name: str):
@@ -290,9 +323,9 @@ def _rubric(name: str):
     return get_rubric(name)
 
 
-def preset_values(name: str) -> dict[str, dict[str, Any]]:
-    if name not in PRESETS:
-        raise bad_field("spec", "preset", name, "one of " + ", ".join(PRESETS))
+def preset_values(name: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(name, str) or name not in PRESETS:
+        raise bad_setting("preset", name, "is not one of the presets", f"Use one of: {', '.join(PRESETS)}.")
     return {"peft": dict(PRESETS[name]["peft"]), "hyper": dict(PRESETS[name]["hyper"])}
 
 
@@ -304,7 +337,8 @@ def effective_batch(spec: RunSpec, n_devices: int = 1, stage: str | None = None)
 
 def estimate_steps(spec: RunSpec, n_train: int, n_devices: int = 1, stage: str | None = None) -> int:
     """Optimizer steps the (main) stage will take on ``n_train`` examples, as the trainers count them."""
-    check_range("estimate", "n_train", n_train, 0, None, integer=True)
+    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 0:
+        raise bad_setting("n_train", n_train, "is not a count of examples", "Use a whole number of 0 or more.")
     stage = stage or spec.stages[-1]
     hyper = spec.hyper_for(stage)
     if hyper.max_steps > 0:

@@ -8,7 +8,6 @@ same way (``evaluate_run_against_base``).
 
 from __future__ import annotations
 
-import getpass
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -60,8 +59,9 @@ class Answer:
     model: str
     text: str
     words: int
-    truncated: bool
+    truncated: bool                 # the prompt was shortened to fit the model's context
     reward_score: float | None
+    cut_off: bool = False           # the answer stopped at max_tokens, not where the model ended it
 
 
 @dataclass
@@ -98,13 +98,6 @@ class VoteResult:
     model_a: str
     model_b: str
     winner: str
-
-
-def default_voter() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in some containers
-        return "anonymous"
 
 
 def _db():
@@ -236,7 +229,8 @@ def get_side_by_side(comparison_id: str, page: int = 0, page_size: int = 10, sea
         by_prompt.setdefault(out.prompt_id, {})[out.model_id] = out
     rows = []
     for p in prompts:
-        answers = [Answer(o.id, m, o.text, len(o.text.split()), o.truncated, o.reward_score)
+        answers = [Answer(o.id, m, o.text, len(o.text.split()), o.truncated, o.reward_score,
+                          (o.sampling_params or {}).get("finish_reason") == "length")
                    for m in row.model_ids if (o := by_prompt.get(p.id, {}).get(m))]
         meta = {k: v for k, v in p.metadata.items() if not k.startswith("_")}
         rows.append(SideBySideRow(p.id, p.prompt, p.reference, meta, answers))

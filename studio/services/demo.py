@@ -21,13 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from pipelines.compare.spec import ComparisonSpec
 from pipelines.generate.config import GenerationConfig
 from pipelines.models.pull import DEFAULT_MODEL
 from pipelines.train.spec import RunSpec
 from core.errors import BadInput, StudioError, TrainingError
+from core.inputs import read_yaml
 
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "examples" / "demo"
 JOB_KIND = "demo"
@@ -113,7 +112,7 @@ Progress = Callable[..., None]
 
 
 def _read_yaml(path: Path) -> dict:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = read_yaml(path, "demo settings file")
     if not isinstance(data, dict):
         raise BadInput(f"{path} is not a mapping of settings.", hint="Restore it from examples/demo.")
     return data
@@ -179,7 +178,7 @@ def generate_pairs(options: DemoOptions, progress: Any = None) -> tuple[str, int
 
     summary = run_generation(generation_config(options), progress=progress)
     pairs = generate_svc.count_pairs("preference", {"run_id": summary.run_id})
-    if summary.status not in ("succeeded", "partial") or pairs < 2:
+    if summary.status not in ("succeeded", "warnings", "partial") or pairs < 2:
         raise TrainingError(f"The demo's generation run {summary.run_id} ended {summary.status} with {pairs} "
                             "preference pairs.", hint=f"See `python -m studio generations show {summary.run_id}`.")
     return summary.run_id, pairs, f"{pairs} preference pairs from run {summary.run_id} ({summary.status})"

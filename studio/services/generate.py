@@ -24,6 +24,7 @@ from typing import Any, Callable
 from core import settings as settings_mod
 from core.errors import BadInput, NotFound, StudioError
 from core.procs import local_pid_alive
+from core.specs import load_spec
 from pipelines.generate import run as pipeline
 from pipelines.generate.config import GenerationConfig
 from pipelines.generate.context import RunContext
@@ -31,6 +32,7 @@ from pipelines.generate.export import ExportSummary
 from pipelines.generate.run import RunSummary, resume_hint, summary_from
 from pipelines.llm import targets
 from storage import generation as store
+from storage import registry
 from storage import generation_queries as queries
 from storage import seeds as seed_store
 from storage.db import Database, get_database
@@ -66,8 +68,18 @@ class RunDetail:
 
 # -- configs ------------------------------------------------------------------------------------------
 def default_config() -> GenerationConfig:
-    """A working start: example seeds, Self-Instruct, two candidates, the LLM judge, all on the embedded endpoint."""
-    return GenerationConfig.from_dict({"name": "generation", "seeds": {"texts": list(EXAMPLE_SEEDS)}})
+    """A working start with what is running: example seeds, Self-Instruct and two candidates on the
+    embedded endpoint, judged by an LLM endpoint the user added (the first one) or, with only the
+    embedded model (too small to judge), by the ``answer_quality`` rubric, which labels any prose."""
+    return GenerationConfig.from_dict({"name": "generation", "seeds": {"texts": list(EXAMPLE_SEEDS)},
+                                       "judge": default_judge()})
+
+
+def default_judge() -> dict[str, Any]:
+    capable = [e for e in registry.list_endpoints(get_database()) if not e.embedded]
+    if capable:
+        return {"kind": "llm", "target": f"endpoint:{capable[0].name}"}
+    return {"kind": "rubric", "rubric": {"name": "answer_quality", "params": {}}}
 
 
 def config_from_yaml(text: str) -> GenerationConfig:
@@ -93,9 +105,14 @@ def _launch(run_id: str, name: str) -> RunStarted:
 def start_generation(config: GenerationConfig) -> RunStarted:
     """Create the run and start it in the background; returns at once."""
     check_targets(config)
-    run_id = new_id("gen")
-    store.create_run(get_database(), run_id, config.name, config.to_dict(), status="queued")
-    return _launch(run_id, config.name)
+    with jobs.start_lock("generation"):  # a double click starts one run: the second gets the first
+        wanted = config.to_dict()
+        for run in store.list_runs(get_database(), 20):
+            if run["status"] in ACTIVE and run["config"] == wanted and jobs.just_started(run.get("created_at")):
+                return RunStarted(run["id"], run["job_id"])
+        run_id = new_id("gen")
+        store.create_run(get_database(), run_id, config.name, wanted, status="queued")
+        return _launch(run_id, config.name)
 
 
 def resume_generation(run_id: str) -> RunStarted:
@@ -288,7 +305,7 @@ def get_run(run_id: str) -> RunDetail:
         import yaml
 
         config, config_yaml = None, yaml.safe_dump(run["config"], sort_keys=False)
-    resumable = run["status"] not in ACTIVE and run["status"] != "succeeded"
+    resumable = run["status"] not in (*ACTIVE, "succeeded", "warnings")
     return RunDetail(summary=summary, config=config, config_yaml=config_yaml, job=job,
                      progress=job.progress if job else {}, report=(run.get("report") or {}).get("preprocess", {}),
                      ledger=queries.run_ledger(get_database(), run_id), resumable=resumable,
@@ -297,21 +314,12 @@ def get_run(run_id: str) -> RunDetail:
 
 # -- pairs ---------------------------------------------------------------------------------------------------
 def _filters(filters: PairFilter | dict | None) -> PairFilter:
+    """The listing's filters from a form's values (an empty text box is no filter)."""
     if filters is None or isinstance(filters, PairFilter):
-        out = filters or PairFilter()
-    else:
-        known = set(PairFilter.__dataclass_fields__)
-        unknown = sorted(set(filters) - known)
-        if unknown:
-            raise BadInput(f"Unknown pair filter(s): {', '.join(unknown)}.", hint=f"Use: {', '.join(sorted(known))}.")
-        out = PairFilter(**{k: v for k, v in filters.items() if v is not None and v != ""})
-    for name in ("min_confidence", "max_confidence"):
-        value = getattr(out, name)
-        if value is not None and not 0 <= value <= 1:
-            raise BadInput(f"{name}={value} is out of range.", hint="Use a confidence from 0 to 1.")
-    if out.max_length is not None and out.max_length < 1:
-        raise BadInput(f"max_length={out.max_length} is out of range.", hint="Use a length of 1 character or more.")
-    return out
+        filters = {} if filters is None else filters.__dict__
+    if isinstance(filters, dict):
+        filters = {k: v for k, v in filters.items() if v is not None and v != ""}
+    return load_spec(PairFilter, filters, label="the pair filters")
 
 
 def list_pairs(kind: str, filters: PairFilter | dict | None = None, limit: int = 50, offset: int = 0,
@@ -337,13 +345,50 @@ def export_pairs(kind: str, fmt: str, path: str | Path, filters: PairFilter | di
                  overwrite: bool = False, confine: bool = True) -> ExportSummary:
     """Export pairs in TRL's format. A path typed in the browser (``confine``, the default) must lie
     under STUDIO_HOME/exports: a relative one is placed there, anything leading out is refused. The
-    CLI passes ``confine=False``: whoever runs it already has the shell's rights over its paths."""
+    CLI passes ``confine=False``: whoever runs it already has the shell's rights over its paths. Both then
+    follow the one rule of ``core.outputs``: ``overwrite`` replaces only an export the studio wrote."""
     from pipelines.generate.export import export_pairs as export
     from core.paths import safe_child
 
     if confine:
         path = safe_child(settings_mod.current().home / "exports", path, what="export path")
     return export(kind, fmt, path, _filters(filters), overwrite=overwrite)
+
+
+MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024   # a browser download is held in memory once; bigger exports stay on disk
+
+
+@dataclass(frozen=True)
+class ExportDownload:
+    file_name: str
+    data: bytes
+    mime: str
+
+
+def export_download(path: str | Path) -> ExportDownload:
+    """An export under STUDIO_HOME/exports as a browser download: the file itself, or a datasets folder
+    as one zip (unzipped, ``load_from_disk`` and ``load_dataset`` read it)."""
+    import io
+    import zipfile
+
+    from core.paths import safe_child
+
+    target = safe_child(settings_mod.current().home / "exports", path, what="export path")
+    if not target.exists():
+        raise NotFound(f"There is no export at {target}.", hint="Export the pairs first.")
+    files = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
+    size = sum(p.stat().st_size for p in files)
+    if size > MAX_DOWNLOAD_BYTES:
+        raise BadInput(f"The export {target.name} is {size / 1e6:,.0f} MB, too big to download through the browser.",
+                       hint=f"Copy it from {target} on the studio's machine.")
+    if not target.is_dir():
+        mime = "application/jsonl" if target.suffix == ".jsonl" else "application/octet-stream"
+        return ExportDownload(target.name, target.read_bytes(), mime)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in files:
+            archive.write(file, f"{target.name}/{file.relative_to(target)}")
+    return ExportDownload(f"{target.name}.zip", buffer.getvalue(), "application/zip")
 
 
 SMALL_JUDGE_WARNING = (

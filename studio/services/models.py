@@ -9,12 +9,12 @@ API keys go to ``core.secrets``; DuckDB holds only the secret's name.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
-from urllib.parse import urlparse
 
 from pipelines.llm import targets
 from pipelines.models.inspect import inspect_folder, inspect_gguf
@@ -25,6 +25,8 @@ from storage.registry import EndpointRecord, ModelRecord
 from core import settings as settings_mod
 from core.settings import EMBEDDED_ENDPOINT
 from core.errors import BadInput, ModelLoadError, StudioError
+from core.inputs import MAX_MODEL_NAME_CHARS, check_name, check_path, quote
+from core.urls import parse_endpoint_url, redact_url
 
 if TYPE_CHECKING:
     from pipelines.llm.base import LLMBackend, SamplingParams
@@ -45,7 +47,7 @@ class Target:
 
 def _check_name(name: str, what: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise BadInput(f"{what} name {name!r} is not allowed.",
+        raise BadInput(f"{what} name {quote(name)} is not allowed.",
                        hint="Use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.")
     return name
 
@@ -74,7 +76,7 @@ def add_model(source: str, name: str | None = None) -> ModelRecord:
     An empty or missing ``name`` means "derive it from the folder or file name"."""
     if not source or not str(source).strip():
         raise BadInput("No model source given.", hint="Give a folder, a .gguf file or a hub id like org/name.")
-    path = Path(str(source)).expanduser()
+    path = check_path(str(source), "model source")
     if path.exists():
         name = _check_name(name or _slug(path.stem if path.is_file() else path.name), "Model")
         _refuse_duplicate_model(name)
@@ -85,7 +87,8 @@ def add_model(source: str, name: str | None = None) -> ModelRecord:
         record = _record_for_folder(_download_from_hub(str(source), name), name, source="hub")
         record.details["hub_id"] = str(source)
     else:
-        raise BadInput(f"{source} does not exist.", hint="Give an existing folder, a .gguf file or a hub id like org/name.")
+        raise BadInput(f"{quote(str(source), 200)} does not exist.",
+                       hint="Give an existing folder, a .gguf file or a hub id like org/name.")
     return registry.insert_model(get_database(), record)
 
 
@@ -220,7 +223,17 @@ def _pulled_record(name: str, gguf: str, hf: str) -> ModelRecord:
 
 # -- endpoints -------------------------------------------------------------------------------
 def list_endpoints() -> list[EndpointRecord]:
-    return registry.list_endpoints(get_database())
+    """The endpoints for display: a URL stored with a credential (before they were taken out on
+    the way in) is shown masked."""
+    return [dataclasses.replace(e, base_url=redact_url(e.base_url)) for e in registry.list_endpoints(get_database())]
+
+
+def credentials_notice(base_url: str) -> str | None:
+    """What to tell the user after ``add_endpoint`` when ``base_url`` held a credential."""
+    try:
+        return parse_endpoint_url(base_url).notice
+    except BadInput:
+        return None
 
 
 def get_endpoint(name: str) -> EndpointRecord:
@@ -238,15 +251,19 @@ def add_endpoint(name: str, base_url: str, model: str, api_key_env: str | None =
     _check_name(name, "Endpoint")
     if name == EMBEDDED_ENDPOINT:
         raise BadInput(f"The name {name!r} is reserved for the studio's embedded server.", hint="Choose another name.")
-    parsed = urlparse(base_url or "")
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise BadInput(f"base_url={base_url!r} is not an http(s) URL.", hint="Use e.g. https://api.openai.com/v1.")
-    if not model or not model.strip():
+    url = parse_endpoint_url(base_url)  # a credential in it becomes the endpoint's key
+    if not isinstance(model, str) or not model.strip():
         raise BadInput("model is empty.", hint="Give the model name the endpoint expects, e.g. gpt-4o-mini.")
-    if api_key_env is not None and not _ENV_NAME.match(api_key_env):
-        raise BadInput(f"api_key_env={api_key_env!r} is not an environment variable name.", hint="Use e.g. OPENAI_API_KEY.")
+    model = check_name(model, "model name", MAX_MODEL_NAME_CHARS)
+    if api_key_env is not None and (not isinstance(api_key_env, str) or not _ENV_NAME.match(api_key_env)):
+        raise BadInput(f"api_key_env={quote(api_key_env)} is not an environment variable name.",
+                       hint="Use e.g. OPENAI_API_KEY.")
+    if url.secret and (api_key_env or api_key):
+        raise BadInput("The URL holds a credential and a key was given as well.",
+                       hint="Give the key one way: remove it from the URL, or drop --api-key-env / the typed key.")
     if api_key_env and api_key:
         raise BadInput("Both api_key_env and api_key were given.", hint="Give one: the variable's name or the key.")
+    api_key = api_key or url.secret
     _check_range("concurrency", concurrency, 1, 256)
     _check_range("timeout_s", timeout_s, 1, 3600)
     _check_range("max_retries", max_retries, 0, 20)
@@ -259,7 +276,7 @@ def add_endpoint(name: str, base_url: str, model: str, api_key_env: str | None =
 
         secret_name = f"endpoint-{name}"
         save_secret(secret_name, api_key)
-    record = EndpointRecord(name=name, base_url=base_url.rstrip("/"), model=model.strip(), api_key_env=api_key_env,
+    record = EndpointRecord(name=name, base_url=url.url.rstrip("/"), model=model, api_key_env=api_key_env,
                             api_key_secret=secret_name, concurrency=int(concurrency), timeout_s=float(timeout_s),
                             max_retries=int(max_retries))
     return registry.insert_endpoint(db, record)
@@ -278,14 +295,16 @@ def remove_endpoint(name: str) -> None:
 
 
 def ensure_embedded_endpoint() -> EndpointRecord:
-    """The row for the embedded llama.cpp server, created or pointed at the current port."""
+    """The row for the embedded llama.cpp server, created or pointed at the current port and slots."""
     cfg = settings_mod.current()
     url = cfg.llm_url
     db = get_database()
     existing = registry.get_endpoint(db, EMBEDDED_ENDPOINT)
-    if existing is not None and existing.base_url == url and existing.embedded:
+    if (existing is not None and existing.base_url == url and existing.embedded
+            and existing.concurrency == cfg.llm_parallel):
         return existing
-    record = EndpointRecord(name=EMBEDDED_ENDPOINT, base_url=url, model=cfg.embedded_model, concurrency=1,
+    # as many requests at once as the server has slots (it decodes them together)
+    record = EndpointRecord(name=EMBEDDED_ENDPOINT, base_url=url, model=cfg.embedded_model, concurrency=cfg.llm_parallel,
                             timeout_s=120.0, max_retries=3, embedded=True)
     if existing is not None:
         record.id, record.created_at = existing.id, existing.created_at
@@ -301,6 +320,21 @@ def list_targets() -> list[Target]:
             what = "adapter" if model.adapter_path else "transformers"
             targets.append(Target(f"local:{model.name}", f"{model.name} · local {what} ({model.architecture})", "local"))
     return targets
+
+
+MAX_CARD_BYTES = 256 * 1024
+
+
+def model_card(name: str) -> str | None:
+    """The model card (README.md) in a model's folder: what a trained model is, how it was made and
+    from which data; None when its folder has none."""
+    record = get_model(name)
+    for folder in (record.adapter_path, record.hf_path):
+        card = Path(folder) / "README.md" if folder else None
+        if card is not None and card.is_file():
+            with open(card, "rb") as handle:
+                return handle.read(MAX_CARD_BYTES).decode("utf-8", "replace")
+    return None
 
 
 def backend_for(key: str) -> "LLMBackend":

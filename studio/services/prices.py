@@ -7,6 +7,9 @@ import math
 from storage import registry
 from storage.db import get_database
 from core.errors import BadInput
+from core.inputs import MAX_MODEL_NAME_CHARS, check_name, quote
+
+MAX_PRICE = 10_000.0   # USD per million tokens: far above any model's price, far below a typo's 1e308
 
 
 def list_prices() -> list[dict]:
@@ -17,9 +20,12 @@ def list_prices() -> list[dict]:
 
 
 def set_price(model: str, input_usd_per_mtok: float, output_usd_per_mtok: float) -> None:
-    if not model.strip():
+    if not isinstance(model, str) or not model.strip():
         raise BadInput("The model name is empty.", hint="Give the model name as the endpoint reports it, or * for the default.")
+    model = check_name(model, "model name", MAX_MODEL_NAME_CHARS)
     for field, value in (("input", input_usd_per_mtok), ("output", output_usd_per_mtok)):
-        if not math.isfinite(value) or value < 0:
-            raise BadInput(f"The {field} price {value} is not valid.", hint="Use a number of dollars per million tokens, 0 or more.")
-    registry.set_price(get_database(), model.strip(), input_usd_per_mtok, output_usd_per_mtok)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0 <= value <= MAX_PRICE:
+            raise BadInput(f"The {field} price {quote(value)} is not valid.",
+                           hint=f"Use a number of dollars per million tokens, from 0 to {MAX_PRICE:,.0f}.")
+    registry.set_price(get_database(), model, float(input_usd_per_mtok), float(output_usd_per_mtok))

@@ -156,8 +156,31 @@ def check_connection() -> ArgillaHealth:
 
 
 # -- push ---------------------------------------------------------------------------------------------
+def _check_source(request: PushRequest) -> None:
+    """A push filtered by a run or comparison that does not exist is a mistake, not an empty push."""
+    if not request.run_id:
+        return
+    db = get_database()
+    if request.kind == "comparison":
+        from storage import compare as compare_store
+
+        found, what, listing = compare_store.get_comparison(db, request.run_id), "comparison", "comparisons list"
+    else:
+        from storage import generation as generation_store
+        from storage import generation_queries
+        from storage.pairs import PairFilter
+
+        found = generation_store.get_run(db, request.run_id) or any(
+            generation_queries.count_pairs(db, kind, PairFilter(run_id=request.run_id)) for kind in ("preference", "sft"))
+        what, listing = "generation run", "generations list"
+    if not found:
+        raise NotFound(f"There is no {what} {str(request.run_id)[:80]!r} to push from.",
+                       hint=f"`python -m studio {listing}` lists them; leave the run out to push from all.")
+
+
 def push_for_review(request: PushRequest, progress=None) -> PushResult:
     """Send records to Argilla now (idempotent; resumes an interrupted push)."""
+    _check_source(request)
     with _client() as client, _naming_down_parts():
         return push_records(get_database(), client, request, progress)
 
@@ -177,6 +200,7 @@ def push_argv(request: PushRequest) -> list[str]:
 
 def start_push(request: PushRequest) -> str:
     """Push in a background job; returns its id at once."""
+    _check_source(request)
     get_connection()  # fail here, with its hint, rather than in the job
     return jobs.start_job(PUSH_JOB, push_argv(request), f"push {request.name} for review")
 

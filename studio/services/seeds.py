@@ -1,9 +1,11 @@
 """Seeds: preview and import files, add typed seeds, list seed sets. The page and the CLI call these.
 
-Why batches: a 1 GB upload streams through ``pipelines.generate.seeds_io`` and is written
-``BATCH_ROWS`` seeds per transaction, so memory stays bounded and the database is free between
-batches for the app and other jobs. Seed ids are content-derived, so running the same import
-again (after a crash, or by mistake) adds nothing twice.
+Why batches: a 1 GB upload is read, checked and hashed by DuckDB in a scratch database
+(``pipelines.generate.seed_bulk``) and written ``BATCH_ROWS`` seeds per transaction, so memory stays
+bounded and the database is free between batches for the app and other jobs. Files DuckDB cannot
+read with the importer's promises stream through the Python reader (``seeds_io``) instead. Seed ids
+are content-derived (the same in both readers), so running the same import again (after a crash, or
+by mistake) adds nothing twice.
 
 A seed set is found by name: importing into a name that exists adds the file's seeds to that set.
 """
@@ -17,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pipelines.generate import seeds_io
+from pipelines.generate import seed_bulk, seeds_io
 from pipelines.generate.seeds_io import ColumnMapping, Preview, RowProblem, SeedRow
 from storage import seeds as seed_store
 from storage.db import Database, get_database
@@ -25,7 +27,8 @@ from storage.ids import new_id
 from core import settings
 from core.errors import BadInput, NotFound
 
-BATCH_ROWS = 5000
+BATCH_ROWS = 200_000       # seeds per write of a file import (one transaction; the file is free between)
+PY_BATCH_ROWS = 5000       # seeds the Python reader buffers per write
 MAX_PROBLEMS = 50          # problems kept for the report; all are counted
 MAX_NAME_CHARS = 200
 MAX_PAGE = 1000
@@ -42,6 +45,7 @@ class SeedImportSummary:
     warnings: list[str] = field(default_factory=list)
     duplicates: int = 0      # seeds that were already in the set (a repeated import)
     format: str | None = None
+    reader: str = "python"   # "duckdb", or "python" (typed seeds; files DuckDB cannot read: see warnings)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,12 +75,15 @@ class Seed:
 
 
 class _SeedWriter:
-    """Buffers seeds and writes them BATCH_ROWS at a time; creates the set at the first write."""
+    """Buffers seeds and writes them BATCH_ROWS at a time; creates the set at the first write.
+
+    A new set's id is chosen up front (``target_id``) because the bulk reader hashes seed ids with it."""
 
     def __init__(self, db: Database, name: str, source: str, source_path: str | None, mapping: dict | None):
         self.db, self.name, self.source, self.source_path, self.mapping = db, name, source, source_path, mapping
         existing = seed_store.find_seed_set(db, name)
         self.seed_set_id: str | None = existing["id"] if existing else None
+        self.target_id = self.seed_set_id or seed_store.new_seed_set_id()
         self.appended = existing is not None
         self.buffer: list[dict] = []
         self.imported = self.duplicates = 0
@@ -84,20 +91,32 @@ class _SeedWriter:
     def add(self, row: SeedRow) -> bool:
         """Buffer one seed; True when this filled a batch and it was written."""
         self.buffer.append({"text": row.text, "reference": row.reference, "metadata": row.metadata, "line": row.line})
-        if len(self.buffer) >= BATCH_ROWS:
+        if len(self.buffer) >= PY_BATCH_ROWS:
             self.flush()
             return True
         return False
 
+    def _ensure_set(self) -> str:
+        if self.seed_set_id is None:
+            self.seed_set_id = seed_store.create_seed_set(self.db, self.name, self.source, self.source_path,
+                                                          self.mapping, set_id=self.target_id)
+        return self.seed_set_id
+
     def flush(self) -> None:
         if not self.buffer:
             return
-        if self.seed_set_id is None:
-            self.seed_set_id = seed_store.create_seed_set(self.db, self.name, self.source, self.source_path, self.mapping)
-        new = seed_store.insert_seeds(self.db, self.seed_set_id, self.buffer)
-        self.imported += new
-        self.duplicates += len(self.buffer) - new
+        new = seed_store.insert_seeds(self.db, self._ensure_set(), self.buffer)
+        self._count(new, len(self.buffer))
         self.buffer = []
+
+    def add_table(self, table) -> None:
+        """Write a finished Arrow batch from the bulk reader (its ids were hashed with ``target_id``)."""
+        self._ensure_set()
+        self._count(seed_store.insert_seed_table(self.db, table, new_set=not self.appended), table.num_rows)
+
+    def _count(self, new: int, sent: int) -> None:
+        self.imported += new
+        self.duplicates += sent - new
 
 
 def _set_name(name: str | None, default: str) -> str:
@@ -112,7 +131,7 @@ def preview_file(path: str | Path, rows: int = 20, fmt: str | None = None) -> Pr
     return seeds_io.preview(path, rows=rows, fmt=fmt)
 
 
-def _report(progress, reader: seeds_io.SeedReader, writer: _SeedWriter, skipped: int) -> None:
+def _report(progress, reader, writer: _SeedWriter, skipped: int) -> None:
     if progress is None:
         return
     done, total, unit = reader.progress()
@@ -120,36 +139,91 @@ def _report(progress, reader: seeds_io.SeedReader, writer: _SeedWriter, skipped:
                     message=f"{writer.imported + writer.duplicates:,} seeds, {skipped:,} skipped")
 
 
+class _Problems:
+    """Rows that could not become seeds: all counted, the first MAX_PROBLEMS kept (with lines)."""
+
+    def __init__(self):
+        self.kept: list[RowProblem] = []
+        self.count = 0
+
+    def add(self, problem: RowProblem) -> None:
+        self.count += 1
+        if len(self.kept) < MAX_PROBLEMS:
+            self.kept.append(problem)
+
+
+def _import_python(reader: seeds_io.SeedReader, writer: _SeedWriter, problems: _Problems, progress) -> None:
+    _report(progress, reader, writer, problems.count)
+    for item in reader:
+        if isinstance(item, RowProblem):
+            problems.add(item)
+        elif writer.add(item):
+            _report(progress, reader, writer, problems.count)
+    writer.flush()
+    _report(progress, reader, writer, problems.count)
+
+
+def _import_bulk(bulk: seed_bulk.BulkReader, writer: _SeedWriter, problems: _Problems, progress) -> None:
+    """Python-made seeds and problems come first (in line order), then DuckDB's finished batches."""
+    _report(progress, bulk, writer, problems.count)
+    for item in bulk.items(writer.target_id, report=lambda: _report(progress, bulk, writer, problems.count)):
+        if isinstance(item, RowProblem):
+            problems.add(item)
+        elif isinstance(item, SeedRow):
+            writer.add(item)
+        else:
+            writer.flush()
+            writer.add_table(item)
+            if item.num_rows >= bulk.batch_rows:  # as the Python reader: a report per full batch
+                _report(progress, bulk, writer, problems.count)
+    writer.flush()
+    _report(progress, bulk, writer, problems.count)
+
+
+def _read_fast(reader: seeds_io.SeedReader, writer: _SeedWriter, problems: _Problems,
+               progress) -> tuple[seeds_io.SeedReader | seed_bulk.BulkReader, str | None]:
+    """Import through DuckDB; (the reader used, why the Python reader had to take over or None)."""
+    work_dir = settings.current().home / "tmp" / new_id("import")
+    bulk = None
+    try:
+        bulk = seed_bulk.BulkReader(reader, work_dir, BATCH_ROWS)
+        _import_bulk(bulk, writer, problems, progress)
+        return bulk, None
+    except seed_bulk.BulkUnsupported as exc:  # raised before anything was written
+        reader = seeds_io.open_seeds(reader.path, reader.mapping, reader.format)
+        _import_python(reader, writer, problems, progress)
+        return reader, exc.reason
+    finally:
+        if bulk is not None:
+            bulk.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
 def import_seeds(path: str | Path, mapping: ColumnMapping, name: str | None = None, fmt: str | None = None,
                  progress=None) -> SeedImportSummary:
     """Stream a seed file into a seed set (named ``name``, default the file's stem).
 
-    Bad rows are counted and reported, never fatal; a file without a single row is BadInput.
-    ``progress`` is a ``studio.progress.ProgressReporter`` (or anything with its ``update``).
+    DuckDB reads it (``pipelines.generate.seed_bulk``); a file it cannot read with the importer's
+    promises goes to the Python reader, and the summary's warnings say why. Bad rows are counted
+    and reported, never fatal; a file without a single row is BadInput. ``progress`` is a
+    ``studio.progress.ProgressReporter`` (or anything with its ``update``).
     """
-    reader = seeds_io.open_seeds(path, mapping, fmt)
+    opened = seeds_io.open_seeds(path, mapping, fmt)  # what can fail before a row is read fails now
     source_path = str(Path(path).expanduser().resolve())
-    writer = _SeedWriter(get_database(), _set_name(name, Path(path).stem), reader.format, source_path, mapping.to_dict())
-    problems: list[RowProblem] = []
-    skipped = 0
-    _report(progress, reader, writer, skipped)
-    for item in reader:
-        if isinstance(item, RowProblem):
-            skipped += 1
-            if len(problems) < MAX_PROBLEMS:
-                problems.append(item)
-        elif writer.add(item):
-            _report(progress, reader, writer, skipped)
-    writer.flush()
-    _report(progress, reader, writer, skipped)
-    if writer.imported + writer.duplicates + skipped == 0:
+    writer = _SeedWriter(get_database(), _set_name(name, Path(path).stem), opened.format, source_path, mapping.to_dict())
+    problems = _Problems()
+    reader, fallback = _read_fast(opened, writer, problems, progress)
+    if writer.imported + writer.duplicates + problems.count == 0:
         raise BadInput(f"{Path(path).name} has a header but no rows." if reader.format == "csv"
                        else f"{Path(path).name} has no rows.", hint="Pick a file with at least one seed.")
     warnings = list(reader.warnings)
+    if fallback:
+        warnings.append(f"Read by the Python reader, not DuckDB: {fallback}.")
     if writer.appended:
         warnings.append(f"A seed set named {writer.name!r} already existed; the seeds were added to it.")
-    return SeedImportSummary(writer.seed_set_id, writer.name, writer.imported, skipped, problems,
-                             reader.encoding, warnings, writer.duplicates, reader.format)
+    return SeedImportSummary(writer.seed_set_id, writer.name, writer.imported, problems.count, problems.kept,
+                             reader.encoding, warnings, writer.duplicates, reader.format,
+                             "python" if fallback else "duckdb")
 
 
 def split_typed_seeds(block: str) -> list[str]:

@@ -9,6 +9,18 @@ from storage.db import get_database
 from core import settings as settings_mod
 
 
+@dataclass(frozen=True)
+class NextStep:
+    """One thing to do next: what, the page that does it (``pages/<page>.py``) and the command."""
+
+    text: str
+    page: str | None = None
+    command: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.text} (`{self.command}`)" if self.command else self.text
+
+
 @dataclass
 class StudioStatus:
     home: str
@@ -16,13 +28,14 @@ class StudioStatus:
     schema_version: int
     services: list = field(default_factory=list)   # list[studio.lifecycle.ServiceHealth]
     counts: dict[str, int] = field(default_factory=dict)
-    next_steps: list[str] = field(default_factory=list)
+    next_steps: list[NextStep] = field(default_factory=list)
     argilla: object = None                          # studio.services.argilla_admin.ArgillaInfo (no password)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["services"] = [asdict(s) for s in self.services]
         out["argilla"] = self.argilla.to_dict() if self.argilla is not None else None
+        out["next_steps"] = [str(step) for step in self.next_steps]
         return out
 
 
@@ -41,23 +54,27 @@ def get_status() -> StudioStatus:
     )
 
 
-def suggest_next_steps(counts: dict[str, int], services: list) -> list[str]:
-    """Plain sentences: the first things a user should do, in lifecycle order."""
-    steps: list[str] = []
+def suggest_next_steps(counts: dict[str, int], services: list) -> list[NextStep]:
+    """The next things to do, in lifecycle order, from the counts as they are now."""
+    steps: list[NextStep] = []
     llm = next((s for s in services if s.name == "llm"), None)
     if counts.get("models", 0) == 0:
-        steps.append("Pull the embedded model: `python -m studio models pull smollm2-135m-instruct` "
-                     "(or the button on the Models page).")
+        steps.append(NextStep("Pull the embedded model", "models", "python -m studio models pull smollm2-135m-instruct"))
     if llm is not None and llm.state != "running":
-        steps.append("Start the embedded LLM endpoint with `python -m studio up`.")
+        steps.append(NextStep("Start the embedded LLM endpoint", None, "python -m studio up"))
+    pairs = counts.get("preference_pairs", 0) + counts.get("sft_pairs", 0)
     if counts.get("seeds", 0) == 0:
-        steps.append("Add a few seed tasks and generate instructions and pairs (Generate).")
-    elif counts.get("preference_pairs", 0) + counts.get("sft_pairs", 0) == 0:
-        steps.append("Generate responses and judge them into SFT and preference pairs (Generate).")
-    elif counts.get("reviewed", 0) == 0:
-        steps.append("Send the pairs to Argilla for a human second pass (Review).")
+        steps.append(NextStep("Add a few seed tasks, then generate instructions and pairs", "generate"))
+    elif pairs == 0:
+        steps.append(NextStep("Generate responses and judge them into SFT and preference pairs", "generate"))
     elif counts.get("training_runs", 0) == 0:
-        steps.append("Train on a snapshot of the reviewed pairs (Train).")
+        if counts.get("reviewed", 0) == 0:
+            steps.append(NextStep("Optionally, send the pairs to Argilla for a human second pass", "review"))
+        steps.append(NextStep("Freeze the pairs into a snapshot and train on it", "train"))
+    elif counts.get("comparisons", 0) == 0:
+        steps.append(NextStep("Compare the trained model with its base", "compare"))
+    elif counts.get("votes", 0) == 0:
+        steps.append(NextStep("Vote in the arena, or let a judge vote, to rank the models", "compare"))
     else:
-        steps.append("Compare the trained models with their base (Compare).")
+        steps.append(NextStep("Generate more data, review it, or train again on a new snapshot", "generate"))
     return steps

@@ -26,6 +26,7 @@ from storage.ids import new_id
 from core.errors import BadInput, NotFound, StudioError, TrainingError
 from core.procs import pid_alive
 from studio import jobs
+from studio.services import training_launch as launch
 from studio.services import training_queue as queue
 
 JOB_KIND = "training"
@@ -140,11 +141,16 @@ def start_run(spec: RunSpec, detach: bool = True) -> RunSummary:
     check_spec(spec)
     db = get_database()
     base = _model_record(spec.base_model)
-    run_id = run_store.insert_run(db, name=spec.name, recipe=spec.recipe, stage="+".join(spec.stages),
-                                  spec=spec.to_dict(), snapshot_id=spec.snapshot_id,
-                                  base_model_id=base.id if base else None, status="queued")
-    run_store.set_status(db, run_id, "queued", device=queue.device_name())
-    _start_process(run_id, spec.name, detach)
+    with jobs.start_lock("training"):  # a double click starts one run: the second gets the first
+        wanted = spec.to_dict()
+        for run in run_store.list_runs(db, limit=20):
+            if run.active and run.spec == wanted and jobs.just_started(run.created_at):
+                return get_run(run.id)
+        run_id = run_store.insert_run(db, name=spec.name, recipe=spec.recipe, stage="+".join(spec.stages),
+                                      spec=wanted, snapshot_id=spec.snapshot_id,
+                                      base_model_id=base.id if base else None, status="queued")
+        run_store.set_status(db, run_id, "queued", device=queue.device_name())
+        _start_process(run_id, spec.name, detach)
     return get_run(run_id)
 
 
@@ -162,17 +168,24 @@ def _start_process(run_id: str, name: str | None, detach: bool) -> str:
 
 
 JOB_STATUS = {"succeeded": "succeeded", "cancelled": "cancelled"}
+MEANINGFUL_EVAL_PROMPTS = 10   # fewer held-out prompts than this cannot show a win rate worth reading
 
 
 def execute_run(run_id: str, job_id: str | None = None, show_bar: bool | None = None) -> RunSummary:
     """Wait for the device, then train (in this process), through the one job runner: SIGTERM (how a
     job is cancelled), Ctrl-C or the run's cancel marker stop it at its next step, checkpoint kept.
-    The job process and the foreground CLI run this (``python -m studio train --run RUN``)."""
-    from pipelines.train.runner import run_training
+    The job process and the foreground CLI run this (``python -m studio train --run RUN``), and so does
+    each rank of a multi-process launch (``training_launch``). The stop check each step is a flag and one
+    ``stat`` of the cancel marker, never the database."""
+    from pipelines.train.distributed import Ranks
     from studio.runner import Outcome, StopSignal, run_job
 
+    if Ranks.from_env().several:  # one rank of `accelerate launch`: it joins the others
+        launch.execute_rank(run_id, lambda: _start_process(run_id, _get_row(run_id).name, detach=False))
+        return get_run(run_id)
     db = get_database()
     device = queue.device_name()
+    marker = queue.cancel_marker(run_id)
 
     def on_wait(ahead: int) -> None:
         message = f"waiting for {device}: {ahead} run(s) ahead"
@@ -180,7 +193,7 @@ def execute_run(run_id: str, job_id: str | None = None, show_bar: bool | None = 
         if job_id:
             job_store.update_progress(db, job_id, {"stage": "queued", "message": message, "ahead": ahead})
 
-    with StopSignal(lambda: queue.cancel_marker(run_id).exists()) as stop:
+    with StopSignal(marker.exists) as stop:
         fd = queue.wait_for_turn(run_id, device, on_wait, stop)
     if fd is None:
         if job_id:
@@ -189,7 +202,7 @@ def execute_run(run_id: str, job_id: str | None = None, show_bar: bool | None = 
 
     def train(reporter, should_stop) -> str | None:
         try:
-            run_training(run_id, reporter=reporter, should_stop=should_stop)
+            _train_run(run_id, job_id, reporter, should_stop)
         except BaseException as exc:
             _finish_if_active(run_id, "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed",
                               str(exc) or type(exc).__name__)
@@ -204,9 +217,21 @@ def execute_run(run_id: str, job_id: str | None = None, show_bar: bool | None = 
         final = _get_row(run_id)
         return Outcome(JOB_STATUS.get(final.status, "failed"), final.error)
 
-    run_job(job_id, train, outcome, stoppable=True, show_bar=show_bar,
-            also_stop=lambda: queue.cancel_marker(run_id).exists())
+    run_job(job_id, train, outcome, stoppable=True, show_bar=show_bar, also_stop=marker.exists)
     return get_run(run_id)
+
+
+def _train_run(run_id: str, job_id: str | None, reporter, should_stop) -> None:
+    """Train in this process, or (``processes`` > 1) in the ranks of an ``accelerate launch`` that this
+    process starts and waits for, holding their device turn; the ranks record the run."""
+    from pipelines.train.runner import run_training
+
+    processes = RunSpec.from_stored(_get_row(run_id).spec).processes
+    if processes > 1:
+        code = launch.launch_processes(run_id, processes, job_id, should_stop)
+        _finish_if_active(run_id, "failed", launch.exit_message(code))
+    else:
+        run_training(run_id, reporter=reporter, should_stop=should_stop)
 
 
 def _evaluate_against_base(run_id: str, reporter) -> str | None:
@@ -215,7 +240,7 @@ def _evaluate_against_base(run_id: str, reporter) -> str | None:
     from pipelines.train.spec import RunSpec
     from studio.services import compare
 
-    settings_ = RunSpec.from_dict(_get_row(run_id).spec).evaluation
+    settings_ = RunSpec.from_stored(_get_row(run_id).spec).evaluation
     if not settings_["enabled"]:
         return None
     reporter.update(stage="evaluate", message="comparing the new model with its base on held-out prompts")
@@ -227,6 +252,9 @@ def _evaluate_against_base(run_id: str, reporter) -> str | None:
         note = f"run succeeded; the evaluation against the base did not run: {exc.message} {exc.hint or ''}"
     else:
         note = f"run succeeded; evaluated against the base in comparison {created.comparison_id}"
+        if created.prompts < MEANINGFUL_EVAL_PROMPTS:
+            note += (f" on only {created.prompts} held-out prompt(s): too few for a clear win rate. Hold out more "
+                     f"when you make the snapshot (eval_fraction), at least {MEANINGFUL_EVAL_PROMPTS} prompts.")
     print(note, flush=True)
     return note
 

@@ -2,22 +2,25 @@
 built from the form's values, and the effective batch / step count / time estimate.
 
 Why a service: the page may not import ``pipelines``; the field list comes from the spec dataclasses
-themselves (``metadata["help"]``), so the form and the YAML never disagree.
+themselves (``metadata["help"]``, through ``core.specs.describe_fields``), so the form and the YAML never
+disagree, and a recipe's form shows its own parameter class's fields (a DPO form has beta, no kl_coef).
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from pipelines.train.params import HyperParams, PeftSpec
-from pipelines.train.spec import PRESETS, RECIPES, REWARD_MODEL_FUNC, SFT_PREFIXABLE, RunSpec
+from core.errors import StudioError
+from core.specs import describe_fields
+from pipelines.train.params import PEFT_FIELDS, REPORT_TO, PeftSpec
+from pipelines.train.spec import (PRESETS, RECIPES, REWARD_MODEL_FUNC, SFT_PREFIXABLE, STAGE_DATA, RunSpec,
+                                  params_class)
 from storage import registry
 from storage.db import get_database
 
-__all__ = ["FieldInfo", "Estimate", "form_fields", "presets", "recipes", "build_spec", "estimate", "RunSpec",
-           "REWARD_MODEL_FUNC", "SFT_PREFIXABLE", "rubric_names"]
-SECTIONS = {"hyper": HyperParams, "peft": PeftSpec}
+__all__ = ["FieldInfo", "Estimate", "Monitoring", "form_fields", "monitoring", "presets", "recipes", "recipes_for",
+           "build_spec", "estimate", "RunSpec", "REWARD_MODEL_FUNC", "SFT_PREFIXABLE", "rubric_names"]
 
 
 @dataclass(frozen=True)
@@ -27,16 +30,35 @@ class FieldInfo:
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
+    item: str | None = None         # a list's items: 'int' for list[int], else None (text)
 
 
-def form_fields(section: str) -> list[FieldInfo]:
-    """The fields of ``hyper`` or ``peft`` in declaration order, with defaults and help text."""
-    out = []
-    for f in fields(SECTIONS[section]):
-        default = f.default if f.default is not MISSING else f.default_factory()
-        kind = "list" if isinstance(default, list) else type(default).__name__
-        out.append(FieldInfo(f.name, kind, default, f.metadata.get("help", ""), f.metadata.get("choices")))
-    return out
+def form_fields(section: str, recipe: str = "sft", method: str | None = None) -> list[FieldInfo]:
+    """The fields of ``peft``, or of ``hyper`` for ``recipe`` (its own parameter class), in declaration
+    order with defaults and help text. With ``method``, only the fields that PEFT method uses (a ReFT form
+    has layers and positions, no target_modules), without ``method`` itself."""
+    cls = PeftSpec if section == "peft" else params_class(recipe)
+    rows = describe_fields(cls)
+    if section == "peft" and method is not None:
+        rows = [row for row in rows if row.name in PEFT_FIELDS.get(method, ())]
+    return [FieldInfo(row.name, row.kind, row.default, row.help, row.choices,
+                      "int" if row.type == "list[int]" else None) for row in rows]
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """The loggers a run can report to (``report_to``): those installed, and those that are not."""
+
+    installed: list[str]
+    missing: list[str]
+    install_hint: str = "bash scripts/setup.sh --monitoring"
+
+
+def monitoring() -> Monitoring:
+    from pipelines.train.monitoring import installed_reporters
+
+    installed = installed_reporters(list(REPORT_TO))
+    return Monitoring(installed, [name for name in REPORT_TO if name not in installed])
 
 
 def presets() -> dict[str, dict[str, dict[str, Any]]]:
@@ -45,6 +67,16 @@ def presets() -> dict[str, dict[str, dict[str, Any]]]:
 
 def recipes() -> dict[str, tuple[str, ...]]:
     return dict(RECIPES)
+
+
+# The order recipes are proposed in: the usual choice for a kind of data first.
+PROPOSAL_ORDER = ("dpo", "orpo", "cpo", "kto", "reward", "rlhf", "sft", "grpo", "rloo", "ppo")
+
+
+def recipes_for(record_kind: str) -> dict[str, tuple[str, ...]]:
+    """The recipes whose every stage can learn from a snapshot of ``record_kind``, the usual one first
+    (a preference snapshot proposes DPO, not SFT)."""
+    return {r: RECIPES[r] for r in PROPOSAL_ORDER if all(record_kind in STAGE_DATA[s] for s in RECIPES[r])}
 
 
 def rubric_names() -> list[str]:
@@ -73,20 +105,64 @@ class Estimate:
 
 
 def estimate(spec: RunSpec, n_train: int, device: str | None = None) -> Estimate:
-    """Effective batch, optimizer steps and a rough duration (6 x params x tokens FLOPs per example)."""
+    """Effective batch, optimizer steps and a duration: 6 x params x tokens FLOPs per example at a
+    nominal rate, corrected by how long the last runs on this machine really took against the same
+    formula (so a loaded 2-core machine's estimate is not off by 4x)."""
     from pipelines.train.spec import effective_batch, estimate_steps
 
-    batch, steps = effective_batch(spec), estimate_steps(spec, n_train)
+    batch, steps = effective_batch(spec, spec.processes), estimate_steps(spec, n_train, spec.processes)
+    kind = "cuda" if (device or "cpu").startswith("cuda") else "cpu"
+    seconds, params = _nominal_seconds(spec, steps, batch, kind)
+    if seconds is None:
+        return Estimate(batch, steps, None, "unknown model size")
+    factor, runs = _calibration(kind)
+    if runs:
+        basis = f"{kind}, {params / 1e6:.0f}M parameters, calibrated on the last {runs} run(s) on this machine"
+    else:
+        basis = f"rough, {kind}, {params / 1e6:.0f}M parameters (no run finished here yet to calibrate on)"
+    return Estimate(batch, steps, round(seconds * factor, 1), basis)
+
+
+def _nominal_seconds(spec: RunSpec, steps: int, batch: int, kind: str) -> tuple[float | None, int | None]:
     record = registry.get_model(get_database(), spec.base_model)
     params = record.parameters if record else None
     if not params:
-        return Estimate(batch, steps, None, "unknown model size")
-    kind = "cuda" if (device or "cpu").startswith("cuda") else "cpu"
+        return None, None
     stage = spec.stages[-1]
     tokens = batch * spec.hyper_for(stage).max_length * 0.5  # examples are rarely at max_length
     seconds = steps * 6 * params * tokens * STAGE_COST.get(stage, 1.0) / FLOPS_PER_S[kind]
-    if spec.peft.method in ("lora", "qlora", "prompt_tuning", "p_tuning"):
+    if spec.peft.method in ("lora", "qlora", "prompt_tuning", "p_tuning", "reft"):
         seconds *= 0.7  # no weight gradients for the frozen base
-    return Estimate(batch, steps, round(seconds, 1), f"rough, {kind}, {params / 1e6:.0f}M parameters")
+    return seconds, params
 
 
+CALIBRATION_RUNS = 5
+
+
+def _calibration(kind: str) -> tuple[float, int]:
+    """(median of real / nominal duration, runs used) over the last succeeded runs on this kind of device."""
+    from pipelines.train.spec import effective_batch, estimate_steps
+    from storage import snapshots as snapshot_store
+    from storage import training as run_store
+
+    db = get_database()
+    ratios = []
+    for run in run_store.list_runs(db, status="succeeded", limit=50):
+        if len(ratios) >= CALIBRATION_RUNS or not (run.started_at and run.finished_at and run.snapshot_id):
+            continue
+        if ("cuda" if (run.device or "cpu").startswith("cuda") else "cpu") != kind:
+            continue
+        try:
+            spec = RunSpec.from_stored(run.spec)
+            n_train = snapshot_store.get_snapshot(db, run.snapshot_id).n_train
+        except StudioError:  # a spec or snapshot from an older version: not a basis
+            continue
+        nominal, _ = _nominal_seconds(spec, estimate_steps(spec, n_train, spec.processes),
+                                      effective_batch(spec, spec.processes), kind)
+        real = (run.finished_at - run.started_at).total_seconds()
+        if nominal and real > 0:
+            ratios.append(real / nominal)
+    if not ratios:
+        return 1.0, 0
+    ratios.sort()
+    return ratios[len(ratios) // 2], len(ratios)

@@ -7,6 +7,10 @@ on ``kill -9``, so a crashed run never blocks the queue; a dead run's row is rec
 ``interrupted`` (never shown running forever) by whoever looks next: a waiting run, the page, the CLI
 or ``studio up``. Where a run goes is one function (``device_name``), so a cluster backend (Ray,
 Slurm) can replace this module without touching the pipelines.
+
+A run trained by several processes takes one turn: rank 0 waits for it (or the job that launched the
+ranks already holds it, ``HELD_ENV``), and the other ranks never touch the lock; they wait for rank
+0's answer (``rank_turn``), so no rank can block on a lock its own launch holds.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from pipelines.train.distributed import Ranks
 from storage import jobs as job_store
 from storage import training as run_store
 from storage.db import get_database
@@ -24,6 +29,7 @@ from core import settings as settings_mod
 from core.procs import local_pid_alive
 
 POLL_S = 0.5
+HELD_ENV = "STUDIO_QUEUE_TURN_HELD"  # the run whose turn the launching job holds, set for the ranks it starts
 ORPHAN_GRACE_S = 60  # a queued run with no job process for this long was never started (a crash in start_run)
 INTERRUPTED = ("The training process ended without reporting a result (killed, crashed, or the studio stopped). "
                "Resume it from its last checkpoint with `python -m studio runs resume {run_id}`.")
@@ -140,3 +146,13 @@ def release(fd: int | None) -> None:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def rank_turn(run_id: str, ranks: Ranks, should_stop: Callable[[], bool] | None = None) -> tuple[bool, int | None]:
+    """(go, lock fd to release) for one rank of a multi-process launch. Rank 0 waits for the turn unless
+    the launching job holds it; every rank gets rank 0's answer (no when the run was cancelled meanwhile)."""
+    fd, go = None, True
+    if ranks.is_main and os.environ.get(HELD_ENV) != run_id:
+        fd = wait_for_turn(run_id, device_name(), None, should_stop)
+        go = fd is not None
+    return bool(ranks.share(go if ranks.is_main else None)), fd

@@ -8,14 +8,13 @@ callbacks, where to write) and never needs to know which trainer ran.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.train.params import HyperParams, PeftSpec
-
-REPORTER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+from pipelines.models.adapters import adapter_config
+from pipelines.train.monitoring import installed_reporters
+from pipelines.train.params import PeftSpec, TrainingParams
 
 
 @dataclass
@@ -24,7 +23,7 @@ class StageInput:
     model_path: Path                    # the weights this stage starts from (a transformers folder)
     output_dir: Path                    # the trainer's output_dir: checkpoints live here
     final_dir: Path                     # where the stage's result (adapter or model) is saved
-    hyper: HyperParams
+    hyper: TrainingParams
     peft: PeftSpec
     precision: str                      # fp32 | bf16 | fp16 (already resolved)
     cuda: bool
@@ -47,19 +46,10 @@ class StageOutput:
     model_kind: str = "causal_lm"       # causal_lm | reward
 
 
-def installed_reporters(wanted: list[str], warnings: list[str] | None = None) -> list[str]:
-    """The requested loggers whose package is installed (the others are skipped with a warning)."""
-    out = []
-    for name in wanted:
-        if importlib.util.find_spec(REPORTER_PACKAGES[name]) is not None:
-            out.append(name)
-        elif warnings is not None:
-            warnings.append(f"report_to {name!r} skipped: the {REPORTER_PACKAGES[name]} package is not installed.")
-    return out
-
-
 def base_args(inp: StageInput) -> dict[str, Any]:
-    """TrainingArguments fields every TRL config shares, from the run's hyperparameters."""
+    """TrainingArguments fields every TRL config shares, from the run's hyperparameters. The trainer deletes
+    no checkpoint (``save_total_limit=None``): the stage's writer thread keeps the newest catalogued ones and
+    deletes older ones, off the training thread and never one that resume may still need."""
     h = inp.hyper
     evaluating = bool(inp.eval_rows) and h.eval_steps > 0
     return dict(
@@ -70,10 +60,10 @@ def base_args(inp: StageInput) -> dict[str, Any]:
         per_device_eval_batch_size=h.per_device_train_batch_size,
         gradient_accumulation_steps=h.gradient_accumulation_steps, gradient_checkpointing=h.gradient_checkpointing,
         max_grad_norm=h.max_grad_norm, weight_decay=h.weight_decay, seed=h.seed, data_seed=h.seed,
-        save_strategy="steps", save_steps=h.save_steps, save_total_limit=2, logging_steps=h.logging_steps,
+        save_strategy="steps", save_steps=h.save_steps, save_total_limit=None, logging_steps=h.logging_steps,
         logging_first_step=True, eval_strategy="steps" if evaluating else "no",
         eval_steps=h.eval_steps if evaluating else None,
-        report_to=installed_reporters(inp.report_to, inp.warnings) or "none",
+        report_to=installed_reporters(inp.report_to, inp.warnings) or "none", run_name=inp.output_dir.parent.name,
         use_cpu=not inp.cuda, bf16=inp.precision == "bf16", fp16=inp.precision == "fp16",
         dataloader_num_workers=0, disable_tqdm=True,
     )
@@ -92,8 +82,8 @@ def save_final(trainer, inp: StageInput, metrics: dict, model_kind: str = "causa
     inp.final_dir.mkdir(parents=True, exist_ok=True)
     trainer.save_model(str(inp.final_dir))
     tokenizer = getattr(trainer, "processing_class", None)
-    if tokenizer is not None:
+    if tokenizer is not None and trainer.args.should_save:  # with several processes, the main one writes
         tokenizer.save_pretrained(str(inp.final_dir))
-    is_adapter = (inp.final_dir / "adapter_config.json").is_file()
+    is_adapter = adapter_config(inp.final_dir) is not None   # a PEFT adapter or a ReFT intervention
     last = {k: v for cb in inp.callbacks for k, v in getattr(cb, "last", {}).items()}
     return StageOutput(inp.final_dir, is_adapter, int(trainer.state.global_step), {**last, **metrics}, model_kind)
