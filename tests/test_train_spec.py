@@ -116,7 +116,7 @@ def test_every_preset_works_with_every_recipe():
 
 
 @pytest.mark.parametrize("field, value, match", [
-    ("method", "adalora", r"method='adalora' is not one of the choices.*lora, qlora, prompt_tuning, p_tuning, full"),
+    ("method", "adalora", r"method='adalora' is not one of the choices.*lora, qlora, prompt_tuning, p_tuning, full, reft"),
     ("r", 0, r"r=0 is out of range.*from 1"),
     ("alpha", 0, r"alpha=0 is out of range"),
     ("dropout", 1.0, r"dropout=1.0 is out of range"),
