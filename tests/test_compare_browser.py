@@ -38,8 +38,8 @@ def test_vote_by_clicking_and_see_the_leaderboard_change(fake_openai, streamlit_
     page.get_by_text("No votes yet").wait_for()
 
     page.get_by_role("tab", name="Arena").click()
-    page.get_by_label("Your name").fill("ann")
-    page.get_by_label("Your name").press("Enter")
+    page.get_by_role("textbox", name="Your name").fill("ann")
+    page.get_by_role("textbox", name="Your name").press("Enter")
     page.get_by_text("Answer A", exact=True).wait_for()
     page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')", timeout=30_000)
     assert not page.get_by_text("endpoint:left").count()            # names hidden before the vote

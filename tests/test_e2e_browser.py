@@ -130,7 +130,7 @@ def _train(page, shots) -> None:
     page.get_by_text("Effective batch").wait_for()
     _type(page, "Run name", "e2e-dpo")
     _select(page, "Recipe", "dpo: dpo")
-    for label, value in (("max steps", "6"), ("max length", "64"), ("max prompt length", "32")):
+    for label, value in (("max steps", "6"), ("max length", "64")):
         _type(page, label, value)
     shots.take(page, "train-new-run")
     page.get_by_role("button", name="Start training").click()
@@ -174,6 +174,8 @@ def _compare(page, app, shots) -> None:
     page.get_by_role("button", name="A is better").click()
     page.get_by_text("A was").wait_for()
     page.get_by_role("tab", name="Leaderboard").click()
+    page.get_by_text("votes ·").first.wait_for()       # the judge's votes on the evaluation count too
+    _select(page, "Votes of", "People")
     page.get_by_text("1 votes").wait_for()
     page.get_by_test_id("stDataFrame").first.wait_for()
     wait_until_idle(page)
@@ -230,7 +232,7 @@ def test_the_whole_loop_in_a_browser(studio_home, argilla_env, fake_openai, tiny
     assert evaluation.status == "ready", evaluation
 
     _compare(page, app, screenshots)
-    board = compare_svc.leaderboard(comparison_id=evaluation.comparison_id)
+    board = compare_svc.leaderboard(comparison_id=evaluation.comparison_id, voter_kind="human")
     assert board.votes == 1
     assert {r.model for r in board.ratings} == {f"local:{run.output_model}", "local:tiny"}
     assert not page.get_by_test_id("stException").count(), app.log()[-2000:]
