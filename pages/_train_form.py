@@ -79,7 +79,7 @@ def _choose_data_and_model() -> dict | None:
              "`accelerate launch`; the run shows and cancels like any other."))
     if data["recipe"] in form_svc.SFT_PREFIXABLE:
         data["include_sft"] = right.checkbox("Run SFT first", help="An SFT stage first; later stages start from it.")
-    if data["recipe"] in ("ppo", "grpo", "rloo"):
+    if data["recipe"] in form_svc.ONLINE_STAGES:
         data["reward_model"] = choice("Reward model", {"": "(none)", **models}, key="run_reward") or None
     if data["recipe"] in ("grpo", "rloo"):
         data["reward_funcs"] = right.multiselect("Rewards", [form_svc.REWARD_MODEL_FUNC, *form_svc.rubric_names()])

@@ -104,20 +104,22 @@ def _finished(job_id: str, timeout: float = 180.0):
 
 
 def test_argilla_server_killed_during_a_push_job(studio):
-    n = 40
+    n = 120
     request, job_id = _push_under_way(n)
     old = _kill_part("argilla")
     job = _finished(job_id)
-    # the job's status names the part and says what to do
-    assert job.status == "failed"
-    assert "Argilla" in job.error and studio.url in job.error, job.error
-    now = _parts()["argilla"]
-    assert now.state != "running" or now.restarts >= 1, now     # the status shows it down (or restarted)
-    _wait(lambda: "killed by SIGKILL" in (lifecycle.read_state(lifecycle.current(), "argilla").get("last_error")
-                                          or ""), "the supervisor to record why it stopped", 30)
     round_row = review_store.find_round(get_database(), request.dataset_name, "default")
     sent_before = review_store.round_counts(get_database())[round_row["id"]]["pushed"]
-    assert 4 <= sent_before < n
+    _wait(lambda: "killed by SIGKILL" in (lifecycle.read_state(lifecycle.current(), "argilla").get("last_error")
+                                          or ""), "the supervisor to record why it stopped", 30)
+    if job.status == "failed":   # the job's status names the part and says what to do
+        assert "Argilla" in job.error and studio.url in job.error, job.error
+        now = _parts()["argilla"]
+        assert now.state != "running" or now.restarts >= 1, now     # the status shows it down (or restarted)
+        assert 4 <= sent_before < n
+    else:                        # the supervisor restarted it within the client's retries: the job went on
+        assert job.status == "succeeded", job.error
+        assert sent_before == n and _parts()["argilla"].restarts >= 1
 
     _back("argilla", old)
     again = review.start_push(request)                  # resumes: sends only what was not stored as sent

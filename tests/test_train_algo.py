@@ -14,7 +14,8 @@ from pipelines.llm.transformers_local import TransformersBackend
 from pipelines.train.algorithms import StageInput, trainer_for
 from pipelines.train.data import rows_for_stage
 from pipelines.train.outputs import merge_adapter
-from pipelines.train.params import PARAMS, PeftSpec, field_names
+from pipelines.train.params import PeftSpec, field_names
+from pipelines.train.registry import PARAMS
 from pipelines.train.stages import run_stage
 from storage import training as store
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from core.specs import describe_fields
-from pipelines.train.params import (PARAMS, DPOParams, PeftSpec, PPOParams, RewardParams, SFTParams,
+from pipelines.train.registry import PARAMS
+from pipelines.train.params import (DPOParams, PeftSpec, PPOParams, RewardParams, SFTParams,
                                     TrainingParams)
 from pipelines.train.scaleout import accelerate_command, worker_command
 from pipelines.train.spec import (PRESETS, RECIPES, RunSpec, check_device, effective_batch, estimate_steps,
@@ -70,10 +71,10 @@ def test_every_hyperparameter_rule_names_field_value_and_range(field, value, rec
 
 
 @pytest.mark.parametrize("recipe, hyper, match", [
-    ("dpo", {"kl_coef": 0.1}, r"^hyper.kl_coef is a setting of PPO, GRPO and RLOO; this run's recipe is dpo "
-                              r"\(stages: dpo\)\. Remove kl_coef, or pick a recipe .*\(ppo, grpo, rloo\)"),
-    ("sft", {"beta": 0.1}, r"^hyper.beta is a setting of DPO, KTO, ORPO and CPO; this run's recipe is sft"),
-    ("dpo", {"max_prompt_length": 32}, r"^hyper.max_prompt_length is a setting of ORPO, CPO, PPO, GRPO and RLOO"),
+    ("dpo", {"kl_coef": 0.1}, r"^hyper.kl_coef is a setting of GRPO, RLOO and PPO; this run's recipe is dpo "
+                              r"\(stages: dpo\)\. Remove kl_coef, or pick a recipe .*\(grpo, rloo, ppo\)"),
+    ("sft", {"beta": 0.1}, r"^hyper.beta is a setting of DPO, ORPO, CPO and KTO; this run's recipe is sft"),
+    ("dpo", {"max_prompt_length": 32}, r"^hyper.max_prompt_length is a setting of ORPO, CPO, GRPO, RLOO and PPO"),
     ("ppo", {"num_generations": 4}, r"^hyper.num_generations is a setting of GRPO and RLOO; this run's recipe is ppo"),
     ("dpo", {"bta": 0.1}, r"^hyper.bta: unknown key in the run spec\. Did you mean 'beta'\?"),
 ])
@@ -91,13 +92,13 @@ def test_each_recipe_gets_its_own_parameter_class():
     reward = rlhf.hyper_for("reward")
     assert type(reward) is RewardParams and reward.learning_rate == 1e-3 and not hasattr(reward, "kl_coef")
     assert type(rlhf.hyper_for("sft")) is SFTParams and rlhf.hyper_for("sft").learning_rate == 1e-4
-    with pytest.raises(TrainingError, match=r"^stage_hyper.reward.kl_coef is a setting of PPO.*the reward stage does "
+    with pytest.raises(TrainingError, match=r"^stage_hyper.reward.kl_coef is a setting of .*PPO.*the reward stage does "
                                             r"not use it"):
         spec(recipe="rlhf", stage_hyper={"reward": {"kl_coef": 0.1}})
     for recipe, stages in RECIPES.items():   # the recipe's class covers every one of its stages' fields
         covered = {f.name for f in fields(params_class(recipe))}
         assert all({f.name for f in fields(PARAMS[s])} <= covered for s in ("sft", *stages)), recipe
-    with pytest.raises(TrainingError, match=r"^hyper.max_prompt_length is a setting of ORPO, CPO, PPO"):
+    with pytest.raises(TrainingError, match=r"^hyper.max_prompt_length is a setting of ORPO, CPO, GRPO, RLOO and PPO"):
         RunSpec(**BASE, hyper=PPOParams())
     assert RunSpec(**BASE, hyper=TrainingParams(max_steps=3)).hyper.max_steps == 3
 
@@ -133,7 +134,7 @@ def test_every_peft_rule(field, value, match):
 
 
 @pytest.mark.parametrize("over, match", [
-    ({"recipe": "magic"}, r"recipe='magic' is not one of the choices.*sft, reward, ppo, rlhf, dpo"),
+    ({"recipe": "magic"}, r"recipe='magic' is not one of the choices.*dpo, orpo, cpo, kto, reward, sft, grpo, rloo, ppo, rlhf"),
     ({"name": ""}, r"name='' is empty"),
     ({"base_model": "  "}, r"base_model='  ' is empty"),
     ({"snapshot_id": None}, r"snapshot_id=None must be text"),
@@ -296,5 +297,5 @@ def test_a_spec_stored_before_per_algorithm_classes_still_loads():
            "stage_hyper": {"dpo": {"kl_coef": 0.1, "beta": 0.3}}}
     spec = RunSpec.from_stored(old)
     assert spec.hyper_for("dpo").beta == 0.3 and spec.hyper_for("dpo").max_steps == 4
-    with pytest.raises(TrainingError, match="kl_coef is a setting of PPO"):
+    with pytest.raises(TrainingError, match="kl_coef is a setting of GRPO, RLOO and PPO"):
         RunSpec.from_dict(old)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from pipelines.train.params import TrainingParams
-from pipelines.train.spec import STAGE_DATA
+from pipelines.train.spec import ONLINE_STAGES, STAGE_DATA
 from core.errors import TrainingError
 
 MIN_ROWS = 2
@@ -44,7 +44,7 @@ def rows_for_stage(stage: str, kind: str, rows: list[dict]) -> list[dict]:
             out.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
             out.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
         return out
-    if stage in ("ppo", "grpo", "rloo"):
+    if stage in ONLINE_STAGES:
         seen: dict[str, dict] = {}
         for r in rows:
             seen.setdefault(json.dumps(r["prompt"], sort_keys=True), {"prompt": r["prompt"]})
@@ -62,7 +62,7 @@ def minimum_rows(stage: str, hyper: TrainingParams) -> int:
 def check_enough(stage: str, rows: list[dict], hyper: TrainingParams, snapshot_id: str) -> None:
     needed = minimum_rows(stage, hyper)
     if len(rows) < needed:
-        what = "prompts" if stage in ("ppo", "grpo", "rloo") else "training examples"
+        what = "prompts" if stage in ONLINE_STAGES else "training examples"
         raise TrainingError(
             f"The {stage} stage has {len(rows)} {what} from snapshot {snapshot_id}; it needs at least {needed}.",
             hint="Generate or review more pairs and make a new snapshot, or loosen its filters"

@@ -4,7 +4,7 @@ transformers' ``TrainingArguments``) and one small class per algorithm family on
 ``metadata["help"]`` with its bounds; plus the PEFT settings.
 
 Why one class per algorithm: a DPO run carries no ``kl_coef``, and the Train page's DPO form shows
-DPO's fields only. The run spec picks the class by stage (``PARAMS``); the YAML stays flat
+DPO's fields only. The run spec picks the class by stage (``registry.PARAMS``); the YAML stays flat
 (``hyper: {learning_rate: 1e-4, beta: 0.1}``), and ``build_params`` names a field of another algorithm
 ("hyper.kl_coef is a PPO, GRPO and RLOO setting; this run's recipe is dpo"). Types and bounds are
 checked by the one spec loader (``core.specs``); ``validate`` keeps the rules between fields. Help
@@ -22,7 +22,7 @@ from typing import Any
 
 from pipelines.models.adapters import MAX_POSITIONS, parse_positions
 from core.errors import TrainingError
-from core.specs import bad_value, check_fields, load_spec
+from core.specs import bad_value, check_fields
 
 PEFT_METHODS = ("lora", "qlora", "prompt_tuning", "p_tuning", "full", "reft")
 # The PeftSpec fields each method uses (the Train form shows only those).
@@ -236,27 +236,6 @@ class RLOOParams(GRPOParams):
     reward of the others in its group."""
 
 
-PARAMS: dict[str, type[TrainingParams]] = {
-    "sft": SFTParams, "reward": RewardParams, "dpo": DPOParams, "kto": KTOParams, "orpo": ORPOParams,
-    "cpo": CPOParams, "ppo": PPOParams, "grpo": GRPOParams, "rloo": RLOOParams,
-}
-
-
 @functools.cache
 def field_names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(cls))
-
-
-def build_params(stage: str, values: Any, *, path: str, context: str) -> TrainingParams:
-    """The ``stage``'s parameter class from flat ``values``; a field of another algorithm is named as such,
-    with ``context`` saying why it does not apply ("this run's recipe is dpo (stages: dpo)")."""
-    cls = PARAMS[stage]
-    for key in values if isinstance(values, dict) else ():
-        owners = [s for s, c in PARAMS.items() if key in field_names(c)]
-        if key not in field_names(cls) and owners:
-            names = [s.upper() if s != "reward" else "reward-model" for s in owners]
-            listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
-            raise TrainingError(f"{path}.{key} is a setting of {listed}; {context}.",
-                                hint=f"Remove {key}, or pick a recipe that runs one of those stages "
-                                     f"({', '.join(owners)}).")
-    return load_spec(cls, values, error=TrainingError, label="the run spec", path=path)

@@ -31,29 +31,21 @@ from typing import Any
 
 import yaml
 
-from pipelines.train.params import (
-    PARAMS, REPORT_TO, PeftSpec, TrainingParams, bad_setting, build_params, field_names,
-)
+from pipelines.train.params import REPORT_TO, PeftSpec, TrainingParams, bad_setting, field_names
+from pipelines.train.registry import ALGORITHMS, PARAMS, RECIPE_SFT_FIRST, RECIPES, build_params
 from core.errors import BadInput, StudioError, TrainingError
 from core.specs import check_fields, load_spec
 from core.inputs import MAX_CONFIG_BYTES, load_yaml, read_text
 
-RECIPES: dict[str, tuple[str, ...]] = {
-    "sft": ("sft",), "reward": ("reward",), "ppo": ("ppo",), "rlhf": ("reward", "ppo"), "dpo": ("dpo",),
-    "orpo": ("orpo",), "cpo": ("cpo",), "kto": ("kto",), "grpo": ("grpo",), "rloo": ("rloo",),
-}
 MAX_PROCESSES = 64  # data-parallel processes on one machine
-SFT_PREFIXABLE = ("ppo", "rlhf", "dpo", "kto", "grpo", "rloo")
-STAGES = ("sft", "reward", "ppo", "dpo", "orpo", "cpo", "kto", "grpo", "rloo")
-ONLINE_STAGES = ("ppo", "grpo", "rloo")
-REFT_STAGES = ("sft", "dpo")            # the stages whose trainers take a ReFT intervention (train/reft_trainer.py)
+# Read from the registry (pipelines/train/registry.py), where each algorithm is one line.
+SFT_PREFIXABLE = tuple(r for r, first in RECIPE_SFT_FIRST.items() if first)
+STAGES = tuple(ALGORITHMS)
+ONLINE_STAGES = tuple(a.name for a in ALGORITHMS.values() if a.online)
+REFT_STAGES = tuple(a.name for a in ALGORITHMS.values() if a.reft)  # trainers that take a ReFT intervention
 REWARD_MODEL_FUNC = "reward_model"
 # Which snapshot kinds each stage can learn from (the runner converts where a kind is listed second).
-STAGE_DATA: dict[str, tuple[str, ...]] = {
-    "sft": ("sft", "preference"), "reward": ("preference",), "dpo": ("preference",), "orpo": ("preference",),
-    "cpo": ("preference",), "kto": ("kto", "preference"), "ppo": ("prompts", "sft", "preference", "kto"),
-    "grpo": ("prompts", "sft", "preference", "kto"), "rloo": ("prompts", "sft", "preference", "kto"),
-}
+STAGE_DATA: dict[str, tuple[str, ...]] = {a.name: a.data for a in ALGORITHMS.values()}
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu_smoke_test": {

@@ -14,13 +14,14 @@ from typing import Any
 from core.errors import StudioError
 from core.specs import describe_fields
 from pipelines.train.params import PEFT_FIELDS, REPORT_TO, PeftSpec
-from pipelines.train.spec import (PRESETS, RECIPES, REWARD_MODEL_FUNC, SFT_PREFIXABLE, STAGE_DATA, RunSpec,
-                                  params_class)
+from pipelines.train.registry import ALGORITHMS
+from pipelines.train.spec import (ONLINE_STAGES, PRESETS, RECIPES, REWARD_MODEL_FUNC, SFT_PREFIXABLE, STAGE_DATA,
+                                  RunSpec, params_class)
 from storage import registry
 from storage.db import get_database
 
 __all__ = ["FieldInfo", "Estimate", "Monitoring", "form_fields", "monitoring", "presets", "recipes", "recipes_for",
-           "build_spec", "estimate", "RunSpec", "REWARD_MODEL_FUNC", "SFT_PREFIXABLE", "rubric_names"]
+           "build_spec", "estimate", "RunSpec", "REWARD_MODEL_FUNC", "SFT_PREFIXABLE", "ONLINE_STAGES", "rubric_names"]
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,12 @@ def recipes() -> dict[str, tuple[str, ...]]:
     return dict(RECIPES)
 
 
-# The order recipes are proposed in: the usual choice for a kind of data first.
-PROPOSAL_ORDER = ("dpo", "orpo", "cpo", "kto", "reward", "rlhf", "sft", "grpo", "rloo", "ppo")
 
 
 def recipes_for(record_kind: str) -> dict[str, tuple[str, ...]]:
     """The recipes whose every stage can learn from a snapshot of ``record_kind``, the usual one first
     (a preference snapshot proposes DPO, not SFT)."""
-    return {r: RECIPES[r] for r in PROPOSAL_ORDER if all(record_kind in STAGE_DATA[s] for s in RECIPES[r])}
+    return {r: stages for r, stages in RECIPES.items() if all(record_kind in STAGE_DATA[s] for s in stages)}
 
 
 def rubric_names() -> list[str]:
@@ -92,8 +91,7 @@ def build_spec(data: dict[str, Any]) -> RunSpec:
 
 # Rough throughput for the time estimate (sustained training FLOP/s); the page labels it as rough.
 FLOPS_PER_S = {"cpu": 2e10, "cuda": 1e14}
-STAGE_COST = {"sft": 1.0, "reward": 2.0, "dpo": 2.7, "orpo": 2.0, "cpo": 2.0, "kto": 1.4, "ppo": 4.0,
-              "grpo": 4.0, "rloo": 4.0}
+STAGE_COST = {a.name: a.cost for a in ALGORITHMS.values()}
 
 
 @dataclass(frozen=True)

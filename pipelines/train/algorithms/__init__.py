@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 from pipelines.train.algorithms.common import StageInput, StageOutput
 
-MODULES = {"sft": "sft", "reward": "reward", "dpo": "dpo", "orpo": "odds_ratio", "cpo": "odds_ratio", "kto": "kto",
-           "ppo": "ppo", "grpo": "online", "rloo": "online"}
-
-
 def trainer_for(stage: str) -> Callable[[StageInput], StageOutput]:
-    """The ``train`` function of a stage (imported on demand: TRL's imports are slow)."""
-    return importlib.import_module(f"pipelines.train.algorithms.{MODULES[stage]}").train
+    """The ``train`` function of a stage (imported on demand: TRL's imports are slow); the module is the
+    one its registration names (pipelines/train/registry.py)."""
+    from pipelines.train.registry import ALGORITHMS
+
+    return ALGORITHMS[stage].train()
 
 
-__all__ = ["MODULES", "StageInput", "StageOutput", "trainer_for"]
+__all__ = ["StageInput", "StageOutput", "trainer_for"]
