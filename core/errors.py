@@ -31,6 +31,12 @@ class NotFound(StudioError):
     exit_code = 3
 
 
+class NotAllowed(StudioError):
+    """The signed-in person's role may not do this (or nobody is signed in, in team mode)."""
+
+    exit_code = 4
+
+
 class StorageError(StudioError):
     """STUDIO_HOME or the database cannot be used (read-only, full disk, busy too long)."""
 

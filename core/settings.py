@@ -34,7 +34,11 @@ ENV_HELP = {
     "STUDIO_SEARCH_URL": "an external Elasticsearch 8 / OpenSearch 2 URL for the embedded Argilla, instead of osmem",
     "STUDIO_ARGILLA_URL": "an external Argilla server to use instead of the embedded one (with ARGILLA_API_KEY)",
     "ARGILLA_API_KEY": "the API key for STUDIO_ARGILLA_URL (read from the environment only, never stored)",
+    "STUDIO_AUTH": "team mode: 'argilla' makes the app ask each person to sign in with their Argilla account and "
+                   "enforces their role; default 'off' (one user on this machine)",
+    "STUDIO_SESSION_IDLE_MINUTES": "team mode: a signed-in session ends after this many idle minutes; default 60",
 }
+AUTH_MODES = ("off", "argilla")
 
 
 def _env_int(name: str, default: int, low: int = 0, high: int = 10**9) -> int:
@@ -55,6 +59,14 @@ def _env_port(name: str, default: int) -> int:
     return _env_int(name, default, 1, 65535)
 
 
+def _auth_mode() -> str:
+    mode = (os.environ.get("STUDIO_AUTH") or "off").strip().lower()
+    if mode not in AUTH_MODES:
+        raise StorageError(f"STUDIO_AUTH={mode!r} is not a sign-in mode.",
+                           hint="Use STUDIO_AUTH=argilla (each person signs in with their Argilla account) or off.")
+    return mode
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -70,6 +82,8 @@ class Settings:
     search_port: int = 9200
     search_url: str | None = None      # external Elasticsearch / OpenSearch for the embedded Argilla
     argilla_url: str | None = None     # external Argilla instead of the embedded one
+    auth: str = "off"                  # "argilla": team mode, sign in with Argilla accounts
+    session_idle_minutes: int = 60
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -90,7 +104,13 @@ class Settings:
             search_port=_env_port("STUDIO_SEARCH_PORT", 9200),
             search_url=(os.environ.get("STUDIO_SEARCH_URL") or "").strip().rstrip("/") or None,
             argilla_url=(os.environ.get("STUDIO_ARGILLA_URL") or "").strip().rstrip("/") or None,
+            auth=_auth_mode(),
+            session_idle_minutes=_env_int("STUDIO_SESSION_IDLE_MINUTES", 60, 1, 60 * 24 * 30),
         )
+
+    @property
+    def binds_beyond_loopback(self) -> bool:
+        return self.host not in ("127.0.0.1", "localhost", "::1") and not self.host.startswith("127.")
 
     embedded_model: str = EMBEDDED_MODEL
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._compare_view import pick_comparison
+from pages._signin import signed_in_name
 from pages._ui import attempt, track_job, watch_jobs
 from studio.services import compare as compare_svc
 from studio.services import review as review_svc
@@ -18,8 +19,13 @@ def arena_tab() -> None:
     if summary is None:
         return
     argilla_section(summary.comparison_id)
-    voter = st.text_input("Your name", value=st.session_state.get("cmp_voter") or "", key="cmp_voter_input",
-                          placeholder="who is voting", help="Each person votes once per pair, under their own name.")
+    signed_in = signed_in_name()
+    if signed_in:   # team mode: the vote is the signed-in person's
+        voter = signed_in
+        st.caption(f"Voting as **{voter}**: one vote per pair.")
+    else:
+        voter = st.text_input("Your name", value=st.session_state.get("cmp_voter") or "", key="cmp_voter_input",
+                              placeholder="who is voting", help="Each person votes once per pair, under their own name.")
     st.session_state["cmp_voter"] = voter = voter.strip()
     if not voter:
         st.info("Type your name above to start voting: votes are counted per person, once per pair.")

@@ -8,6 +8,7 @@ import streamlit as st
 from pages._ui import attempt, flash, format_duration
 from pages._widgets import choice
 from studio.services import compare as compare_svc
+from studio.services import accounts
 from studio.services import training as train_svc
 
 LIVE_S = 2.0
@@ -47,6 +48,9 @@ def _charts(run_id: str, was_active: bool = False) -> None:
         f"**{s.status}** · {_progress(s.progress, s.status)}" + (f"\n\n{s.error}" if s.error else ""))
     if s.hint:
         st.info(s.hint)
+    starter = accounts.started_by(run_id)
+    if starter:
+        st.caption(f"Started by {starter}")
     if detail.memory:
         st.caption(" · ".join(f"{k.removesuffix('_mb')}: {v:,.0f} MB" for k, v in detail.memory.items()))
     series: dict[str, dict[int, float]] = {}

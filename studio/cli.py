@@ -14,6 +14,7 @@ import sys
 
 from core.errors import BadInput, StudioError
 from core.inputs import MAX_MODEL_NAME_CHARS, bounded_float, bounded_int, name_arg, one_line, path_arg
+from studio import access
 
 # The command groups that live in their own modules (each has register(sub)), in `--help` order.
 SUB_CLIS = ("cli_seeds", "cli_generate", "cli_argilla", "cli_review", "cli_train", "cli_compare", "cli_demo")
@@ -161,6 +162,24 @@ def cmd_jobs(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from studio.services import accounts
+
+    entries = accounts.audit_log(actor=args.user, target=args.target, limit=args.limit)
+    if args.json:
+        print(json.dumps([{"at": e.at.isoformat(), "actor": e.actor, "role": e.role, "via": e.via, "action": e.action,
+                           "call": e.call, "target": e.target, "details": e.details, "error": e.error}
+                          for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("nothing recorded yet")
+    for e in entries:
+        failed = f"  FAILED: {one_line(e.error, 120)}" if e.error else ""
+        print(f"{e.at:%Y-%m-%d %H:%M:%S}  {e.actor} ({e.role}, {e.via})  {e.action}"
+              f"{'  ' + e.target if e.target else ''}{failed}")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from studio.services.prices import MAX_PRICE
@@ -233,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     j_sub.add_parser("show").add_argument("job", type=name_arg())
     j_sub.add_parser("cancel").add_argument("job", type=name_arg())
 
+    audit = sub.add_parser("audit", help="who did what (team mode's audit log), newest first")
+    audit.add_argument("--user", type=name_arg(), help="only this person's actions")
+    audit.add_argument("--target", type=name_arg(), help="only actions on this run, comparison or snapshot id")
+    audit.add_argument("--limit", type=bounded_int(1, 10_000), default=50)
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(func=cmd_audit)
+
     for module in SUB_CLIS:  # each sub-CLI adds its commands with register(sub)
         importlib.import_module(f"studio.{module}").register(sub)
     return parser
@@ -244,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        with access.act_as(access.from_environment()):   # this machine's shell is the owner (or a job's starter)
+            return args.func(args)
     except StudioError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code

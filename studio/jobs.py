@@ -24,6 +24,7 @@ from typing import Any, Iterator
 from core import settings as settings_mod
 from core.errors import NotFound
 from core.procs import pid_alive
+from studio import access
 from core.progress import ProgressReporter
 from storage import jobs as job_store
 from storage.db import get_database
@@ -69,7 +70,7 @@ def start_job(kind: str, argv: list[str], name: str) -> str:
     job_store.insert_job(db, job_id, kind, name, {"argv": argv})
     log_path = job_log_path(job_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = access.job_env(dict(os.environ))   # the job acts as, and is attributed to, whoever started it
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(

@@ -144,11 +144,21 @@ def _refuse_if_running(settings: Settings) -> None:
         raise already_running_error(info)
 
 
+def refuse_open_without_sign_in(settings) -> None:
+    """Servers reachable beyond this machine only with team mode on: otherwise anyone who reaches the
+    port could train, delete models and read keys."""
+    if settings.binds_beyond_loopback and settings.auth == "off":
+        raise ServiceError(f"STUDIO_HOST={settings.host} would open the studio beyond this machine with sign-in off.",
+                           hint="Turn team mode on (STUDIO_AUTH=argilla: each person signs in with their Argilla "
+                                "account), or keep STUDIO_HOST=127.0.0.1 for a single-user studio.")
+
+
 def up(detach: bool = False, with_llm: bool = True, progress: Callable[[str], None] = print,
        with_app: bool = True, with_argilla: bool = True) -> None:
     """Start the embedded services and supervise them (foreground), or hand that to a detached
     supervisor and return once they are healthy."""
     settings = current()
+    refuse_open_without_sign_in(settings)
     settings.ensure_home()
     _refuse_if_running(settings)
     _reconcile_interrupted_work(progress)

@@ -17,6 +17,7 @@ from core import secrets
 from studio.argilla_conn import (API_KEY_ENV, OWNER_PASSWORD_SECRET, OWNER_USERNAME, URL_ENV, ArgillaConnection,
                                  get_connection)
 from core.errors import BadInput, ReviewError, StudioError
+from studio import access
 
 ROLES = ("annotator", "admin", "owner")
 DEFAULT_WORKSPACE = "default"
@@ -204,3 +205,12 @@ def reindex_search_engine() -> str:
                        hint="Run `python -m argilla_server search-engine reindex` on that server.")
     reindex(cfg)
     return "reindexed the embedded Argilla's search engine from its database"
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals(), manage={
+    "call_api": "call the Argilla API as the owner",
+    "add_user": "add an Argilla user",
+    "list_users": "list the Argilla accounts",
+    "reindex_search_engine": "reindex Argilla's search engine",
+}, internal=("validate_user",))

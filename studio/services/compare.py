@@ -21,8 +21,9 @@ from pipelines.compare.spec import ComparisonSpec
 from storage import compare as store
 from storage.db import get_database
 from storage.ids import new_id
-from core.errors import BadInput, NotFound
+from core.errors import BadInput, NotAllowed, NotFound
 from studio.services import models as models_svc
+from studio import access
 
 JOB_KIND = "comparison"
 WINNERS = store.WINNERS
@@ -246,7 +247,14 @@ def answer_diff(left: str, right: str) -> tuple[str, str]:
 
 
 # -- arena ----------------------------------------------------------------------------------------------
-def _check_voter(voter: str) -> str:
+def _check_voter(voter: str | None) -> str:
+    """The voter: in team mode the signed-in person (voting under another name is refused), else the
+    typed name."""
+    if access.team_mode():
+        actor = access.current()
+        if voter not in (None, "", actor.name):
+            raise NotAllowed(f"{actor.name} cannot vote as {voter!r}.", hint="Your votes count under your own name.")
+        return actor.name
     if not isinstance(voter, str) or not voter.strip():
         raise BadInput("The voter name is empty.", hint="Type your name, so each person votes once per pair.")
     return voter.strip()
@@ -468,3 +476,17 @@ def run_evaluation(run_id: str) -> tuple[ComparisonSummary, Leaderboard] | None:
     if row is None:
         return None
     return _summary(row), leaderboard(comparison_id=row.id, n_boot=100)
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals(), manage={
+    "create_comparison": "create a comparison",
+    "start_comparison_job": "start a comparison",
+    "run_comparison": "run a comparison",
+    "resume_comparison": "resume a comparison",
+    "judge_comparison": "let a judge vote on a comparison",
+    "compute_metrics": "compute a comparison's metrics",
+    "evaluate_run_against_base": "evaluate a training run against its base",
+}, review={
+    "cast_vote": "vote in the arena",
+})

@@ -27,6 +27,7 @@ from pipelines.models.pull import DEFAULT_MODEL
 from pipelines.train.spec import RunSpec
 from core.errors import BadInput, StudioError, TrainingError
 from core.inputs import read_yaml
+from studio import access
 
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "examples" / "demo"
 JOB_KIND = "demo"
@@ -289,3 +290,14 @@ def latest_demo() -> Any:
 
     found = list_jobs(kind=JOB_KIND)
     return found[0] if found else None
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals(), manage={
+    "generate_pairs": "run the demo's generation",
+    "freeze_snapshot": "make the demo's snapshot",
+    "train_dpo": "train the demo's model",
+    "evaluate": "evaluate the demo's model",
+    "run_demo": "run the demo",
+    "start_demo_job": "start the demo",
+})

@@ -39,6 +39,7 @@ from storage.db import Database, get_database
 from storage.ids import new_id
 from storage.pairs import PairFilter
 from studio import jobs
+from studio import access
 
 ACTIVE = ("queued", "running")
 MAX_PAGE = 1000
@@ -401,3 +402,14 @@ SMALL_JUDGE_WARNING = (
 def judge_warning(target: str | None) -> str | None:
     """A warning to show when the chosen LLM judge is known to be too small to judge."""
     return SMALL_JUDGE_WARNING if target == "endpoint:embedded" else None
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals(), manage={
+    "start_generation": "start a generation run",
+    "resume_generation": "resume a generation run",
+    "run_generation": "run a generation run",
+    "stop_generation": "stop a generation run",
+    "export_pairs": "export pairs",
+    "export_download": "download an export",
+})

@@ -18,6 +18,7 @@ from pipelines.judge.prompts import (ASPECTS, DEFAULT_LISTWISE_TEMPLATE, DEFAULT
 from pipelines.judge.rubrics import get_rubric, list_rubrics
 from pipelines.generate.templates import DEFAULTS as INSTRUCTION_TEMPLATES
 from core.specs import FieldDoc, describe_fields
+from studio import access
 
 __all__ = ["ASPECTS", "DEFAULT_LISTWISE_TEMPLATE", "DEFAULT_PAIRWISE_TEMPLATE", "DEFAULT_POINTWISE_TEMPLATE",
            "EVOL_OPERATIONS", "GenerationConfig", "INSTRUCTION_TEMPLATES", "SMALL_JUDGE_EXPECTATION",
@@ -44,3 +45,7 @@ def rubric_form(name: str) -> RubricForm:
 def check_rubric_params(name: str, params: dict) -> None:
     """Raise the rubric's own BadInput when ``params`` do not fit rubric ``name``."""
     get_rubric(name).check_params(params)
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals())

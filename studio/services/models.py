@@ -27,6 +27,7 @@ from core.settings import EMBEDDED_ENDPOINT
 from core.errors import BadInput, ModelLoadError, StudioError
 from core.inputs import MAX_MODEL_NAME_CHARS, check_name, check_path, quote
 from core.urls import parse_endpoint_url, redact_url
+from studio import access
 
 if TYPE_CHECKING:
     from pipelines.llm.base import LLMBackend, SamplingParams
@@ -369,3 +370,14 @@ def _stream(backend: "LLMBackend", messages: list[dict[str, str]], params: "Samp
     finally:
         if close:
             backend.close()
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals(), manage={
+    "add_model": "add a model",
+    "remove_model": "remove a model",
+    "pull_model": "pull a model",
+    "add_endpoint": "add an endpoint",
+    "remove_endpoint": "remove an endpoint",
+    "try_prompt": "try a prompt on a model",
+}, internal=("ensure_embedded_endpoint", "backend_for",))

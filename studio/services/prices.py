@@ -8,6 +8,7 @@ from storage import registry
 from storage.db import get_database
 from core.errors import BadInput
 from core.inputs import MAX_MODEL_NAME_CHARS, check_name, quote
+from studio import access
 
 MAX_PRICE = 10_000.0   # USD per million tokens: far above any model's price, far below a typo's 1e308
 
@@ -29,3 +30,9 @@ def set_price(model: str, input_usd_per_mtok: float, output_usd_per_mtok: float)
             raise BadInput(f"The {field} price {quote(value)} is not valid.",
                            hint=f"Use a number of dollars per million tokens, from 0 to {MAX_PRICE:,.0f}.")
     registry.set_price(get_database(), model, float(input_usd_per_mtok), float(output_usd_per_mtok))
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals(), manage={
+    "set_price": "set a model's price",
+})

@@ -24,6 +24,7 @@ from storage.review import FinalLabel
 from studio import jobs
 from studio.argilla_conn import get_connection
 from core.errors import NotFound, ReviewError, StudioError
+from studio import access
 
 __all__ = ["PushRequest", "PushResult", "ReconcileRule", "FinalLabel", "ArgillaHealth", "PullResult", "RoundStatus",
            "ReviewStatus", "Disagreement", "check_connection", "push_for_review", "start_push", "pull_reviews",
@@ -327,3 +328,14 @@ def delete_round_dataset(round_id: str) -> None:
                 client.delete_dataset(row["argilla_dataset_id"])
             except ArgillaNotFound:
                 pass
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals(), manage={
+    "push_for_review": "push pairs for review",
+    "start_push": "start a push for review",
+    "delete_round_dataset": "delete a review round's dataset",
+}, review={
+    "pull_reviews": "pull reviews back",
+    "start_pull": "start pulling reviews back",
+}, internal=("push_argv", "reconcile_reviews",))

@@ -26,6 +26,7 @@ from storage.db import Database, get_database
 from storage.ids import new_id
 from core import settings
 from core.errors import BadInput, NotFound
+from studio import access
 
 BATCH_ROWS = 200_000       # seeds per write of a file import (one transaction; the file is free between)
 PY_BATCH_ROWS = 5000       # seeds the Python reader buffers per write
@@ -303,3 +304,12 @@ def save_upload(filename: str, data: bytes | BinaryIO) -> Path:
         else:
             shutil.copyfileobj(data, out, 1 << 20)
     return target
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals(), manage={
+    "import_seeds": "import seeds",
+    "add_typed_seeds": "add seeds",
+    "save_upload": "upload a seed file",
+    "preview_file": "preview a file on the studio's machine",
+}, internal=("safe_upload_name", "split_typed_seeds",))

@@ -15,6 +15,7 @@ from storage import snapshots as store
 from storage.db import get_database
 from storage.snapshots import SnapshotSpec, SnapshotSummary
 from core.errors import BadInput, ModelLoadError
+from studio import access
 
 __all__ = ["SnapshotSpec", "SnapshotSummary", "SnapshotDetail", "create_snapshot", "preview_checks",
            "list_snapshots", "get_snapshot", "snapshot_rows"]
@@ -89,3 +90,9 @@ def get_snapshot(snapshot_id: str, sample: int = 3) -> SnapshotDetail:
 
 def snapshot_rows(snapshot_id: str, split: str | None = "train") -> list[dict]:
     return store.read_snapshot_rows(get_database(), snapshot_id, split)
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals(), manage={
+    "create_snapshot": "create a snapshot",
+}, internal=("token_counter",))

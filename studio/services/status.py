@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from storage import stats
 from storage.db import get_database
 from core import settings as settings_mod
+from studio import access
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,7 @@ def suggest_next_steps(counts: dict[str, int], services: list) -> list[NextStep]
     else:
         steps.append(NextStep("Generate more data, review it, or train again on a new snapshot", "generate"))
     return steps
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals())

@@ -28,6 +28,7 @@ from core.procs import pid_alive
 from studio import jobs
 from studio.services import training_launch as launch
 from studio.services import training_queue as queue
+from studio import access
 
 JOB_KIND = "training"
 RESUMABLE = ("failed", "cancelled", "interrupted")
@@ -427,3 +428,13 @@ def export_accelerate(spec: RunSpec, backend: str = "deepspeed_zero2", num_proce
     command, config = accelerate_command(spec, backend, num_processes=num_processes, num_machines=num_machines,
                                          run_id=run_id)
     return AccelerateExport(backend, command, config)
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals(), manage={
+    "start_run": "start a training run",
+    "execute_run": "run a training run",
+    "cancel_run": "cancel a training run",
+    "resume_run": "resume a training run",
+    "export_accelerate": "write an accelerate config",
+}, internal=("hint_for", "reconcile_runs",))

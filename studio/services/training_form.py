@@ -19,6 +19,7 @@ from pipelines.train.spec import (ONLINE_STAGES, PRESETS, RECIPES, REWARD_MODEL_
                                   RunSpec, params_class)
 from storage import registry
 from storage.db import get_database
+from studio import access
 
 __all__ = ["FieldInfo", "Estimate", "Monitoring", "form_fields", "monitoring", "presets", "recipes", "recipes_for",
            "build_spec", "estimate", "RunSpec", "REWARD_MODEL_FUNC", "SFT_PREFIXABLE", "ONLINE_STAGES", "rubric_names"]
@@ -164,3 +165,7 @@ def _calibration(kind: str) -> tuple[float, int]:
         return 1.0, 0
     ratios.sort()
     return ratios[len(ratios) // 2], len(ratios)
+
+
+# Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
+access.guard_module(globals())
