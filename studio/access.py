@@ -23,6 +23,7 @@ import functools
 import getpass
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -130,10 +131,21 @@ def _summary(fn: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
         if any(word in name.lower() for word in SECRET_WORDS):
             continue
         if isinstance(value, (str, int, float, bool)):
-            out[name] = value[:200] if isinstance(value, str) else value
+            out[name] = _clean(value)[:200] if isinstance(value, str) else value
         elif hasattr(value, "name") and isinstance(getattr(value, "name"), str):
-            out[name] = value.name[:200]
+            out[name] = _clean(value.name)[:200]
     return out
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def _clean(text: str) -> str:
+    """``text`` with credentials in any URL masked and anything shaped like a key masked."""
+    from core.secrets import redact
+    from core.urls import redact_url
+
+    return redact(_URL.sub(lambda m: redact_url(m.group(0)), text))
 
 
 def _target(result: Any) -> str | None:
@@ -170,14 +182,13 @@ def guarded(role: str, action: str | None, fn: Callable) -> Callable:
 
 
 def _audit(actor: Actor, fn: Callable, action: str, args, kwargs, target: str | None, error: str | None) -> None:
-    from core.secrets import redact
     from storage import audit
     from storage.db import get_database
 
     try:
         audit.record(get_database(), actor.name, actor.role, actor.via, f"{fn.__module__.rsplit('.', 1)[-1]}."
                      f"{fn.__name__}", action, target, _summary(fn, args, kwargs),
-                     redact(error)[:500] if error else None)
+                     _clean(error)[:500] if error else None)
     except Exception:  # the audit log must not turn a finished action into a failure
         log.exception("could not write the audit log entry for %s", action)
 

@@ -17,6 +17,7 @@ from core.secrets import read_secret
 from core.urls import parse_endpoint_url, redact_url
 from pipelines.generate import export as export_module
 from pipelines.generate.export import export_pairs
+from storage import audit
 from storage import generation as store
 from storage.db import get_database
 from studio.cli import main
@@ -43,6 +44,19 @@ def _state(folder: Path) -> dict[str, tuple]:
     return out
 
 
+def _outside_the_database(home: Path) -> dict[str, tuple]:
+    return {path: state for path, state in _state(home).items() if not path.endswith("studio.duckdb")}
+
+
+def _data(home: Path) -> dict[str, list]:
+    """Every table's rows but the audit log's (which records the refused attempts)."""
+    get_database().close()
+    with get_database().session() as cur:
+        tables = [r[0] for r in cur.execute("SELECT table_name FROM information_schema.tables "
+                                            "WHERE table_name <> 'audit_log'").fetchall()]
+        return {t: sorted(map(repr, cur.execute(f'SELECT * FROM "{t}"').fetchall())) for t in tables}
+
+
 def _database_opens(home: Path) -> int:
     get_database().close()
     with get_database().session() as cur:
@@ -59,15 +73,19 @@ def _refused(capsys, out: str, *flags: str) -> str:
 # -- exports ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["jsonl", "datasets"])
 def test_export_at_studio_home_or_its_database_is_refused(stored, studio_home, capsys, fmt):
+    data = _data(studio_home)
     get_database().close()
-    before = _state(studio_home)
-    for target in (studio_home, studio_home / "studio.duckdb", studio_home / "models", studio_home / "secrets.toml",
-                   studio_home / "models" / "new.jsonl", studio_home.parent):
+    before = _outside_the_database(studio_home)
+    targets = (studio_home, studio_home / "studio.duckdb", studio_home / "models", studio_home / "secrets.toml",
+               studio_home / "models" / "new.jsonl", studio_home.parent)
+    for target in targets:
         err = _refused(capsys, str(target), "--format", fmt, "--overwrite")
         assert "STUDIO_HOME" in err, err
     get_database().close()
-    assert _state(studio_home) == before
-    assert _database_opens(studio_home) == 5
+    assert _outside_the_database(studio_home) == before
+    assert _database_opens(studio_home) == 5 and _data(studio_home) == data
+    attempts = audit.entries(get_database())    # each refused attempt is on record, with why
+    assert len(attempts) == len(targets) and all("STUDIO_HOME" in e.error for e in attempts)
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "datasets"])
