@@ -3,6 +3,7 @@
 #   bash scripts/setup.sh          runtime (the app, the embedded services)
 #   bash scripts/setup.sh --test   also the test tools (pytest, Playwright + Debian's Chromium) and the loggers
 #   bash scripts/setup.sh --monitoring   also TensorBoard, Weights & Biases and MLflow (a run's report_to)
+#   bash scripts/setup.sh --gpu    also Liger's kernels for training on a CUDA GPU (the liger_kernel switch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -10,10 +11,12 @@ PYTHON=${PYTHON:-python3}
 VENV="$ROOT/.venv"
 WITH_TESTS=0
 WITH_MONITORING=0
+WITH_GPU=0
 for arg in "$@"; do
   case "$arg" in
     --test) WITH_TESTS=1; WITH_MONITORING=1 ;;   # the tests read every logger's files back
     --monitoring) WITH_MONITORING=1 ;;
+    --gpu) WITH_GPU=1 ;;
   esac
 done
 
@@ -45,7 +48,8 @@ PIP=("$VENV/bin/pip" install --disable-pip-version-check)
 files=(requirements.txt)
 [ "$WITH_TESTS" = 1 ] && files+=(requirements-test.txt)
 [ "$WITH_MONITORING" = 1 ] && files+=(requirements-monitoring.txt)
-stamp="$VENV/.setup-stamp-$WITH_TESTS$WITH_MONITORING"
+[ "$WITH_GPU" = 1 ] && files+=(requirements-gpu.txt)
+stamp="$VENV/.setup-stamp-$WITH_TESTS$WITH_MONITORING$WITH_GPU"
 want=$(cat "${files[@]}" | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "Python packages are up to date (.venv)."

@@ -50,13 +50,48 @@ def build_pages(admin: bool = True) -> dict[str, list[st.Page]]:
 
 st.set_page_config(page_title="the studio", page_icon=":material/science:", layout="wide")
 
-from pages._signin import account_box, sign_in_page, signed_in  # noqa: E402
+import json  # noqa: E402
+
 from studio import access  # noqa: E402
+from studio.services import accounts  # noqa: E402
+
+
+# -- team mode: the browser keeps a random session token in a cookie (set by a line of JavaScript, since
+# Streamlit only reads cookies); this process keeps its hash (studio/services/accounts.py). A reload reads
+# the cookie again, so the person stays signed in until they sign out or the session idles out.
+def _set_cookie(value: str, max_age_s: int) -> None:
+    st.html(f"<script>document.cookie = {json.dumps(f'{accounts.COOKIE}={value}')} + "
+            f"'; path=/; max-age={max_age_s}; SameSite=Strict';</script>", unsafe_allow_javascript=True)
+
+
+def signed_in() -> access.Actor | None:
+    """Who this browser session belongs to (from this session, or the cookie after a reload)."""
+    key = accounts.SESSION_STATE_KEY
+    token = st.session_state.get(key) or st.context.cookies.get(accounts.COOKIE)
+    actor = accounts.resume(token)
+    if actor is None:
+        st.session_state.pop(key, None)
+        return None
+    st.session_state[key] = token
+    if st.context.cookies.get(accounts.COOKIE) != token:   # keep the cookie for the next reload
+        _set_cookie(token, 60 * 60 * 24 * 30)
+    return actor
+
+
+def account_box(actor: access.Actor) -> None:
+    with st.sidebar:
+        st.caption(f"Signed in as **{actor.name}** · {actor.role}")
+        if st.button("Sign out", key="sign_out", icon=":material/logout:"):
+            accounts.sign_out(st.session_state.pop(accounts.SESSION_STATE_KEY, None))
+            _set_cookie("", 0)
+            st.session_state["signed_out"] = True
+            st.rerun()
+
 
 if access.team_mode():
     actor = signed_in()
     if actor is None:
-        st.navigation([st.Page(sign_in_page, title="Sign in", icon=":material/login:")]).run()
+        st.navigation([st.Page(PAGES_DIR / "signin.py", title="Sign in", icon=":material/login:")]).run()
     else:
         account_box(actor)
         with access.act_as(actor):

@@ -176,8 +176,13 @@ def up(detach: bool = False, with_llm: bool = True, progress: Callable[[str], No
 
 def _reconcile_interrupted_work(progress: Callable[[str], None]) -> None:
     """Work whose process died with the last session (a kill, a reboot) is never shown running."""
+    from studio.services.models import move_url_credentials
     from studio.services.training import reconcile_runs
 
+    cleaned = move_url_credentials()
+    if cleaned:
+        progress(f"A credential in the stored URL of {', '.join(cleaned)} moved to {current().home}/secrets.toml "
+                 "as the endpoint's key; the endpoint's row no longer holds it.")
     interrupted = reconcile_runs()
     if interrupted:
         progress(f"Training runs whose process had ended are now marked interrupted: {', '.join(interrupted)}. "

@@ -205,6 +205,28 @@ def test_a_credential_in_a_url_moves_to_the_secrets_file(db, studio_home, capsys
     assert secret.encode() not in (studio_home / "studio.duckdb").read_bytes()
 
 
+def test_a_credential_stored_in_a_url_before_the_cleaning_moves_out_at_up(db, studio_home):
+    from storage import registry
+    from storage.registry import EndpointRecord
+    from studio.lifecycle import _reconcile_interrupted_work
+
+    # rows as an older studio wrote them: the URL verbatim, credential and all
+    registry.insert_endpoint(db, EndpointRecord(name="old", base_url="http://u:old-pass-4321@127.0.0.1:9/v1",
+                                                model="m"))
+    registry.insert_endpoint(db, EndpointRecord(name="keyed", base_url="https://h.test/v1?api_key=sk-dup-777",
+                                                model="m", api_key_env="ACME_KEY"))
+    said = []
+    _reconcile_interrupted_work(said.append)
+    assert "old, keyed" in said[0] or "keyed, old" in said[0]
+    old, keyed = models_svc.get_endpoint("old"), models_svc.get_endpoint("keyed")
+    assert old.base_url == "http://127.0.0.1:9/v1" and read_secret(old.api_key_secret) == "old-pass-4321"
+    assert keyed.base_url == "https://h.test/v1" and keyed.api_key_env == "ACME_KEY" and keyed.api_key_secret is None
+    assert models_svc.move_url_credentials() == []     # once is enough
+    with get_database().session() as cur:    # no row holds it (freed pages of the file may, until reused)
+        rows = repr(cur.execute("SELECT * FROM endpoints").fetchall())
+    assert "old-pass-4321" not in rows and "sk-dup-777" not in rows
+
+
 def test_a_url_credential_and_a_key_together_are_refused(db):
     with pytest.raises(BadInput, match="The URL holds a credential and a key was given as well"):
         models_svc.add_endpoint("acme", "http://u:p@127.0.0.1:9/v1", "m", api_key="sk-other")

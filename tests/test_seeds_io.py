@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -111,6 +112,14 @@ def test_format_override_and_detection_errors(tmp_path):
         seeds_of(write(tmp_path / "num.json", "42"))
     with pytest.raises(BadInput, match=r"The header line of cr\.csv is not a valid CSV row"):
         seeds_of(write(tmp_path / "cr.csv", "instruction,out\rput\nx,y\n"))
+    for fmt in ("csv", "jsonl", "json", "parquet"):    # a folder named with a file's format
+        with pytest.raises(BadInput, match=f"folder is a folder, not a {fmt} file.*--format datasets"):
+            preview(tmp_path / "folder", fmt=fmt)
+    with pytest.raises(BadInput, match=r"seeds\.data is not a folder"):
+        preview(data, fmt="datasets")
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(BadInput, match=r"pipe\.csv is a FIFO"):
+        open_seeds(tmp_path / "pipe.csv", MAP)
     broken = tmp_path / "broken_ds"
     broken.mkdir()
     write(broken / "state.json", "{not json")

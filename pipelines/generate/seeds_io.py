@@ -98,6 +98,25 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
     return found
 
 
+def _check_kind(path: Path, fmt: str) -> None:
+    """A ``datasets`` source is a folder; every other format is a regular file (never a FIFO or device)."""
+    import stat
+
+    from core.inputs import special_kind
+
+    mode = path.stat().st_mode
+    if fmt == "datasets":
+        if not stat.S_ISDIR(mode):
+            raise BadInput(f"{path.name} is not a folder, so it cannot be a datasets folder.",
+                           hint="Give the folder that datasets' save_to_disk wrote, or pick the file's own format.")
+    elif stat.S_ISDIR(mode):
+        raise BadInput(f"{path.name} is a folder, not a {fmt} file.",
+                       hint=f"Give a .{fmt} file inside it, or use --format datasets for a datasets folder.")
+    elif not stat.S_ISREG(mode):
+        raise BadInput(f"{path.name} is {special_kind(mode)}, not a file the studio can read seeds from.",
+                       hint="Copy the data into a regular file and import that.")
+
+
 class SeedReader:
     """An opened seed file: ``columns``, ``encoding``, ``warnings``; iterate it for rows."""
 
@@ -106,6 +125,7 @@ class SeedReader:
         if not self.path.exists():
             raise BadInput(f"No such file or folder: {self.path}.", hint="Check the path.")
         self.format = detect_format(self.path, fmt)
+        _check_kind(self.path, self.format)
         self.mapping = mapping
         self.encoding: str | None = None
         self.columns: list[str] = []

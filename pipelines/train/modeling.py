@@ -140,11 +140,14 @@ def prepare_quantized(model, hyper: TrainingParams):
     return model
 
 
-def load_causal_lm(path: str | Path, hyper: TrainingParams, peft: PeftSpec, precision: str, pad_token_id: int | None):
-    """A causal LM ready for a trainer (4-bit, base frozen, for QLoRA)."""
+def load_causal_lm(path: str | Path, hyper: TrainingParams, peft: PeftSpec, precision: str, pad_token_id: int | None,
+                   attn_implementation: str | None = None):
+    """A causal LM ready for a trainer (4-bit, base frozen, for QLoRA); ``attn_implementation`` when a speed
+    switch needs one (padding-free SFT: flash_attention_2)."""
     from transformers import AutoModelForCausalLM
 
-    model = _load(AutoModelForCausalLM, path, hyper, peft, precision)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = _load(AutoModelForCausalLM, path, hyper, peft, precision, **extra)
     if pad_token_id is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id
     return model

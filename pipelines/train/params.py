@@ -32,6 +32,7 @@ PEFT_FIELDS = {"lora": _LORA_FIELDS, "qlora": _LORA_FIELDS, "prompt_tuning": ("n
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SWITCHES = ("auto", "on", "off")  # a speed switch: auto turns it on where it is known to be correct
 REPORT_TO = ("tensorboard", "wandb", "mlflow")
 MAX_STEPS = 10_000_000
 
@@ -128,6 +129,19 @@ class TrainingParams:
     logging_steps: int = _help("Log metrics every this many optimizer steps.", 1, min=1, max=MAX_STEPS)
     eval_steps: int = _help("Evaluate on the eval split every this many steps (0: only at the end).", 0,
                             min=0, max=MAX_STEPS)
+    liger_kernel: str = _help(
+        "Liger's Triton kernels (fused RMSNorm, RoPE, SwiGLU, and a loss fused with the LM head that never builds "
+        "the full logits): faster steps and less memory on a CUDA GPU, same loss. auto: on for SFT, DPO, KTO, "
+        "ORPO, CPO and GRPO on a CUDA GPU with liger-kernel installed (bash scripts/setup.sh --gpu); off on a "
+        "CPU (Triton needs a GPU), for prompt tuning, p-tuning and ReFT (the fused loss bypasses their forward) "
+        "and for an adapter on lm_head (the fused loss reads the frozen head). on: the same, said on the run "
+        "when it cannot apply.", "auto", choices=SWITCHES)
+    padding_free: str = _help(
+        "SFT stages (also the SFT stage before DPO, KTO, GRPO...): concatenate a batch's examples into one sequence "
+        "with no padding tokens (TRL's padding_free), so no compute goes to padding. auto: on on a CUDA GPU with "
+        "FlashAttention 2 installed (the only attention that keeps the examples apart; the model is then loaded "
+        "with it); off otherwise, and for prompt tuning and p-tuning (their virtual tokens need the padded "
+        "layout).", "auto", choices=SWITCHES)
 
     def __post_init__(self) -> None:
         self.validate()

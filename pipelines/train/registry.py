@@ -37,6 +37,7 @@ class Algorithm:
     sft_first: bool = False                # may an SFT stage run before it (include_sft)
     online: bool = False                   # generates during training; learns from prompts
     reft: bool = False                     # its trainer takes a ReFT intervention (train/reft_trainer.py)
+    liger: bool = False                    # TRL's trainer for it uses Liger's kernels correctly (use_liger_kernel)
 
     def train(self):
         path = self.module if "." in self.module else f"pipelines.train.algorithms.{self.module}"
@@ -105,13 +106,13 @@ PREFERENCE = ("preference",)
 ANY_PROMPTS = ("prompts", "sft", "preference", "kto")
 
 # -- the algorithms, in the order they are proposed --------------------------------------------------------
-register(Algorithm("dpo", "dpo", DPOParams, PREFERENCE, cost=2.7, sft_first=True, reft=True))
-register(Algorithm("orpo", "odds_ratio", ORPOParams, PREFERENCE, cost=2.0))
-register(Algorithm("cpo", "odds_ratio", CPOParams, PREFERENCE, cost=2.0))
-register(Algorithm("kto", "kto", KTOParams, ("kto", "preference"), cost=1.4, sft_first=True))
+register(Algorithm("dpo", "dpo", DPOParams, PREFERENCE, cost=2.7, sft_first=True, reft=True, liger=True))
+register(Algorithm("orpo", "odds_ratio", ORPOParams, PREFERENCE, cost=2.0, liger=True))
+register(Algorithm("cpo", "odds_ratio", CPOParams, PREFERENCE, cost=2.0, liger=True))
+register(Algorithm("kto", "kto", KTOParams, ("kto", "preference"), cost=1.4, sft_first=True, liger=True))
 register(Algorithm("reward", "reward", RewardParams, PREFERENCE, cost=2.0))
-register(Algorithm("sft", "sft", SFTParams, ("sft", "preference"), reft=True))
-register(Algorithm("grpo", "online", GRPOParams, ANY_PROMPTS, cost=4.0, sft_first=True, online=True))
+register(Algorithm("sft", "sft", SFTParams, ("sft", "preference"), reft=True, liger=True))
+register(Algorithm("grpo", "online", GRPOParams, ANY_PROMPTS, cost=4.0, sft_first=True, online=True, liger=True))
 register(Algorithm("rloo", "online", RLOOParams, ANY_PROMPTS, cost=4.0, sft_first=True, online=True))
 register(Algorithm("ppo", "ppo", PPOParams, ANY_PROMPTS, cost=4.0, sft_first=True, online=True))
 register_recipe("rlhf", ("reward", "ppo"), sft_first=True)

@@ -14,11 +14,13 @@ stages, the checkpoint to resume from, each stage's output) rank 0 shares with t
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from pipelines.train.algorithms import StageInput, StageOutput
+from pipelines.train import speed
 from pipelines.train.distributed import SINGLE, Ranks
 from pipelines.train.outputs import CardInfo, merge_adapter, output_name, register_output, write_card
 from pipelines.train.spec import ONLINE_STAGES, RunSpec, check_device, cuda_available, resolve_precision
@@ -29,6 +31,8 @@ from storage.db import Database, get_database
 from storage.registry import ModelRecord
 from core import settings as settings_mod
 from core.errors import ModelLoadError, NotFound, StudioError, TrainingCancelled, TrainingError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -226,6 +230,9 @@ def _train_stage(db, run, row, spec: RunSpec, start: _Start, reward: _Start | No
         reward_model_path=reward.path if reward else None, reward_funcs=list(spec.reward_funcs),
         report_to=list(spec.report_to),
     )
+    inp.switches = speed.resolve(row.stage, hyper, spec.peft, cuda)
+    inp.warnings.extend(inp.switches.warnings)
+    log.info("speed switches of %s: %s", row.stage, "; ".join(f"{k} {v}" for k, v in inp.switches.reasons.items()))
     if row.stage == "ppo" and inp.reward_model_path is None:
         raise TrainingError("PPO needs a trained reward model, and this run has none.",
                             hint="Set reward_model in the spec, or use the 'rlhf' recipe, which trains one first.")

@@ -26,6 +26,7 @@ from core.errors import BadInput, NotAllowed, ServiceError
 from studio import access, argilla_conn
 
 COOKIE = "studio_session"
+SESSION_STATE_KEY = "studio_session_token"   # where the app keeps the token in a browser session
 FREE_FAILURES = 3
 MAX_WAIT_S = 300.0
 TIMEOUT_S = 15.0

@@ -283,6 +283,30 @@ def add_endpoint(name: str, base_url: str, model: str, api_key_env: str | None =
     return registry.insert_endpoint(db, record)
 
 
+def move_url_credentials() -> list[str]:
+    """Endpoints stored before URLs were cleaned on the way in: a credential still in a stored URL moves
+    to the secrets file as the endpoint's key (unless it has one already) and leaves the URL. Returns
+    the endpoints cleaned; ``up`` runs it."""
+    from core.secrets import save_secret
+
+    db, cleaned = get_database(), []
+    for endpoint in registry.list_endpoints(db):
+        try:
+            url = parse_endpoint_url(endpoint.base_url)
+        except BadInput:
+            continue  # shown masked (redact_url) and refused when used; nothing to move safely
+        if endpoint.embedded or not url.moved:
+            continue
+        secret_name = endpoint.api_key_secret
+        if url.secret and not (endpoint.api_key_env or endpoint.api_key_secret):
+            secret_name = f"endpoint-{endpoint.name}"
+            save_secret(secret_name, url.secret)
+        registry.insert_endpoint(db, dataclasses.replace(endpoint, base_url=url.url.rstrip("/"),
+                                                         api_key_secret=secret_name), replace=True)
+        cleaned.append(endpoint.name)
+    return cleaned
+
+
 def remove_endpoint(name: str) -> None:
     record = get_endpoint(name)
     if record.embedded:
@@ -380,4 +404,4 @@ access.guard_module(globals(), manage={
     "add_endpoint": "add an endpoint",
     "remove_endpoint": "remove an endpoint",
     "try_prompt": "try a prompt on a model",
-}, internal=("ensure_embedded_endpoint", "backend_for",))
+}, internal=("ensure_embedded_endpoint", "backend_for", "move_url_credentials"))

@@ -15,6 +15,7 @@ from typing import Any
 from pipelines.models.adapters import adapter_config
 from pipelines.train.monitoring import installed_reporters
 from pipelines.train.params import PeftSpec, TrainingParams
+from pipelines.train.speed import Switches
 
 
 @dataclass
@@ -35,6 +36,7 @@ class StageInput:
     reward_funcs: list[str | dict] = field(default_factory=list)
     report_to: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    switches: Switches = field(default_factory=Switches)   # speed switches as resolved (train/speed.py)
 
 
 @dataclass
@@ -65,7 +67,7 @@ def base_args(inp: StageInput) -> dict[str, Any]:
         eval_steps=h.eval_steps if evaluating else None,
         report_to=installed_reporters(inp.report_to, inp.warnings) or "none", run_name=inp.output_dir.parent.name,
         use_cpu=not inp.cuda, bf16=inp.precision == "bf16", fp16=inp.precision == "fp16",
-        dataloader_num_workers=0, disable_tqdm=True,
+        dataloader_num_workers=0, disable_tqdm=True, use_liger_kernel=inp.switches.use_liger_kernel,
     )
 
 
