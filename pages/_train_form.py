@@ -34,12 +34,13 @@ def _field_input(section: str, info, value, key: str):
     return st.text_input(label, str(value), help=info.help, key=key)
 
 
-def _section(section: str, values: dict, preset: str, recipe: str, method: str | None = None) -> dict:
+def _section(section: str, values: dict, preset: str, recipe: str, method: str | None = None,
+             include_sft: bool = False) -> dict:
     """The section's fields; for hyper, only the recipe's own (a DPO form has beta, no kl_coef); for peft,
     only ``method``'s (a ReFT form has layers and positions)."""
     out = {}
     columns = st.columns(3)
-    for i, info in enumerate(form_svc.form_fields(section, recipe, method)):
+    for i, info in enumerate(form_svc.form_fields(section, recipe, method, include_sft)):
         with columns[i % 3]:
             out[info.name] = _field_input(section, info, values.get(info.name, info.default),
                                           key=f"{section}_{preset}_{info.name}")
@@ -98,7 +99,8 @@ def new_run_tab() -> None:
         method = _field_input("peft", method_field, values["method"], key=f"peft_{preset}_method")
         data["peft"] = {"method": method, **_section("peft", values, preset, data["recipe"], method)}
     with st.expander(f"Hyperparameters ({data['recipe']})", expanded=True):
-        data["hyper"] = _section("hyper", presets[preset]["hyper"], preset, data["recipe"])
+        data["hyper"] = _section("hyper", presets[preset]["hyper"], preset, data["recipe"],
+                                 include_sft=data.get("include_sft", False))
     data["report_to"] = _monitoring()
     ok, spec = attempt(form_svc.build_spec, data)
     if not ok:

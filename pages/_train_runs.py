@@ -66,11 +66,25 @@ def _charts(run_id: str, was_active: bool = False) -> None:
             st.line_chart(picked)
     others = sorted(k for k in series if k.split("/", 1)[1] not in sum(CHART_GROUPS.values(), ()))
     # the key changes once metrics exist, so the default applies then (a keyed widget keeps its first value)
-    chosen = st.multiselect("Algorithm metrics", others, default=others[:4], key=f"metrics_{run_id}_{bool(others)}")
+    chosen = st.multiselect("Algorithm metrics", others, default=_telling(others),
+                            key=f"metrics_{run_id}_{bool(others)}")
     if chosen:
         st.line_chart({k: series[k] for k in chosen})
     with st.expander("Log (last lines)"):
         st.code("\n".join(detail.log_tail) or "(no log yet)")
+
+
+# what an algorithm's own metrics say first (DPO's margins and accuracies, a reward model's accuracy, KTO's
+# and GRPO's rewards); bookkeeping such as epoch or token counts only when picked
+FIRST = ("rewards/margins", "rewards/accuracies", "accuracy", "reward", "rewards/chosen", "rewards/rejected", "kl")
+BOOKKEEPING = ("epoch", "num_tokens", "total_flos", "step")
+
+
+def _telling(names: list[str]) -> list[str]:
+    """Up to four metrics to chart by default: the telling ones first, never bookkeeping."""
+    ranked = sorted((n for n in names if n.split("/", 1)[1] not in BOOKKEEPING),
+                    key=lambda n: FIRST.index(n.split("/", 1)[1]) if n.split("/", 1)[1] in FIRST else len(FIRST))
+    return ranked[:4]
 
 
 def _detail(run) -> None:

@@ -193,10 +193,11 @@ def _audit(actor: Actor, fn: Callable, action: str, args, kwargs, target: str | 
         log.exception("could not write the audit log entry for %s", action)
 
 
-def guard_module(namespace: dict, *, manage: dict[str, str] = None, review: dict[str, str] = None,
+def guard_module(namespace: dict, *, manage: dict[str, str | None] = None, review: dict[str, str] = None,
                  internal: Iterable[str] = ()) -> None:
     """Wrap every public function defined in the module ``namespace``: those in ``manage`` need an admin,
-    those in ``review`` an annotator (and are changes, audited), ``internal`` ones are plumbing the
+    those in ``review`` an annotator (and are changes, audited; a ``None`` verb phrase in ``manage`` is an
+    admin-only read, not audited), ``internal`` ones are plumbing the
     services call among themselves and jobs run (not wrapped), and everything else reads (any signed-in
     person). A public function left out of every list is a read: the test suite lists every function with
     its role, so a new one is decided on, not forgotten."""

@@ -78,6 +78,9 @@ def test_estimate_counts_effective_batch_steps_and_time(home):
     assert dpo >= {"learning_rate", "beta", "max_grad_norm"} and not dpo & {"kl_coef", "num_generations"}
     assert {"kl_coef", "num_generations", "max_prompt_length"} <= {f.name for f in form_svc.form_fields("hyper", "grpo")}
     assert "beta" not in {f.name for f in form_svc.form_fields("hyper", "sft")}
+    assert "liger_kernel" in dpo and "padding_free" not in dpo     # an SFT stage's switch, shown with one
+    assert "padding_free" in {f.name for f in form_svc.form_fields("hyper", "dpo", include_sft=True)}
+    assert "padding_free" in {f.name for f in form_svc.form_fields("hyper", "sft")}
     assert all(f.help for f in form_svc.form_fields("peft"))
 
 

@@ -436,5 +436,5 @@ access.guard_module(globals(), manage={
     "execute_run": "run a training run",
     "cancel_run": "cancel a training run",
     "resume_run": "resume a training run",
-    "export_accelerate": "write an accelerate config",
+    "export_accelerate": None,   # admin only (it shows how to launch), but it changes nothing: not audited
 }, internal=("hint_for", "reconcile_runs",))

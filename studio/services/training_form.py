@@ -35,14 +35,21 @@ class FieldInfo:
     item: str | None = None         # a list's items: 'int' for list[int], else None (text)
 
 
-def form_fields(section: str, recipe: str = "sft", method: str | None = None) -> list[FieldInfo]:
+SFT_STAGE_FIELDS = ("padding_free",)   # shared settings that only an SFT stage uses
+
+
+def form_fields(section: str, recipe: str = "sft", method: str | None = None,
+                include_sft: bool = False) -> list[FieldInfo]:
     """The fields of ``peft``, or of ``hyper`` for ``recipe`` (its own parameter class), in declaration
-    order with defaults and help text. With ``method``, only the fields that PEFT method uses (a ReFT form
-    has layers and positions, no target_modules), without ``method`` itself."""
+    order with defaults and help text; the SFT-only ones when the run has an SFT stage (the recipe's, or
+    ``include_sft``). With ``method``, only the fields that PEFT method uses (a ReFT form has layers and
+    positions, no target_modules), without ``method`` itself."""
     cls = PeftSpec if section == "peft" else params_class(recipe)
     rows = describe_fields(cls)
     if section == "peft" and method is not None:
         rows = [row for row in rows if row.name in PEFT_FIELDS.get(method, ())]
+    if section == "hyper" and not include_sft and "sft" not in RECIPES.get(recipe, ()):
+        rows = [row for row in rows if row.name not in SFT_STAGE_FIELDS]
     return [FieldInfo(row.name, row.kind, row.default, row.help, row.choices,
                       "int" if row.type == "list[int]" else None) for row in rows]
 
