@@ -24,6 +24,17 @@ _STATE_STYLES = {
 }
 
 
+def read_only_notice(work: str) -> None:
+    """In team mode, tell someone who may not do this page's ``work`` (an annotator) before they try: they
+    can read everything here, and the services refuse the rest (studio/access.py)."""
+    from studio import access
+
+    actor = access.current() if access.team_mode() else None
+    if actor is not None and not actor.can("admin"):
+        st.info(f"You are signed in as an {actor.role}: you can read everything here; {work} needs an admin or "
+                "the owner, so those buttons will tell you so.", icon=":material/visibility:")
+
+
 def show_error(err: StudioError) -> None:
     """A domain error, as its message says it: what went wrong and what to change."""
     st.error(str(err), icon=":material/error:")

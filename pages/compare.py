@@ -14,7 +14,7 @@ from pages._compare_arena import arena_tab
 from pages._compare_board import board_tab
 from pages._compare_new import new_tab
 from pages._compare_view import view_tab
-from pages._ui import render_tabs, show_error, show_flashes, watch_jobs
+from pages._ui import read_only_notice, render_tabs, show_error, show_flashes, watch_jobs
 from core.errors import StudioError
 from studio.services import compare as compare_svc
 
@@ -24,6 +24,7 @@ TABS = {"New comparison": new_tab, "Side by side": view_tab, "Arena": arena_tab,
 st.title("Compare")
 st.caption("Answers of two or more models side by side, votes from people and judges, and a leaderboard with "
            "confidence intervals. Every finished training run is compared with its base here too.")
+read_only_notice("starting a comparison or a judge (voting in the Arena is yours)")
 show_flashes()
 try:
     watch_jobs(compare_svc.JOB_KIND, LIVE_REFRESH_S)

@@ -12,7 +12,8 @@ import streamlit as st
 from pages._generate_config import config_editor
 from pages._generate_results import results_tab
 from pages._generate_seeds import seeds_tab
-from pages._ui import attempt, flash, human_count, render_tabs, show_error, show_flashes, track_job, watch_jobs
+from pages._ui import (attempt, flash, human_count, read_only_notice, render_tabs, show_error, show_flashes,
+                       track_job, watch_jobs)
 from pages._widgets import choice
 from core.errors import StudioError
 from studio.services import generate as gen_svc
@@ -92,6 +93,7 @@ TABS = {"Seeds": seeds_tab, "Configure & run": run_tab, "Results": results_tab}
 st.title("Generate")
 st.caption("Turn a few seed tasks into LLM-written instructions, candidate answers and judged SFT and preference "
            "pairs, with full lineage.")
+read_only_notice("adding seeds and generating")
 show_flashes()
 try:  # live progress on every tab; the page reruns when a run ends, so Results refresh too
     active_runs = watch_jobs(JOB_KIND, LIVE_REFRESH_S)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._ui import attempt, flash, human_count, show_error, show_flashes, track_job, watch_jobs
+from pages._ui import (attempt, flash, human_count, read_only_notice, show_error, show_flashes, track_job,
+                       watch_jobs)
 from studio import jobs
 from core.errors import StudioError
 from studio.services import models as svc
@@ -148,6 +149,7 @@ def try_prompt_section() -> None:
 
 st.title("Models")
 st.caption("Models the studio runs on this machine, OpenAI-compatible endpoints it calls, and a place to try them.")
+read_only_notice("adding or removing models, endpoints and keys, and trying a prompt")
 show_flashes()
 try:  # listing calls can fail too (e.g. the database is busy): say so instead of a traceback
     models_section()

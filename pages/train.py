@@ -13,12 +13,13 @@ import streamlit as st
 from pages._train_data import data_tab
 from pages._train_form import new_run_tab
 from pages._train_runs import runs_tab
-from pages._ui import render_tabs, show_flashes
+from pages._ui import read_only_notice, render_tabs, show_flashes
 
 TABS = {"Data": data_tab, "New run": new_run_tab, "Runs": runs_tab}
 
 st.title("Train")
 st.caption("SFT, reward model + PPO, DPO, ORPO, CPO, KTO, GRPO and RLOO on an immutable snapshot of your pairs, "
            "with live curves and lineage back to the records.")
+read_only_notice("creating snapshots and starting, cancelling or resuming runs")
 show_flashes()
 render_tabs(TABS)

@@ -95,7 +95,10 @@ def test_two_people_two_roles_in_the_browser(team, streamlit_app, chromium, scre
         _sign_in(ann, app.url, team["annotator"], PASSWORD)
         ann.get_by_text(f"Signed in as {team['annotator']}").wait_for()
         assert not ann.get_by_text("Audit log").count()               # an annotator has no audit page
-        _add_seeds(ann, app.url)                                      # the page shows, the service refuses
+        ann.get_by_role("heading", name="Services").wait_for()        # Home (with Argilla's health) reads fine
+        assert not ann.get_by_text(re.compile("may not")).count()
+        _add_seeds(ann, app.url)                                      # the page says so, the service refuses
+        ann.get_by_text("You are signed in as an annotator: you can read everything here").wait_for()
         ann.get_by_text(re.compile(f"{team['annotator']} is an annotator and may not add seeds")).wait_for()
         wait_until_idle(ann)
         screenshots.take(ann, "annotator-refused")

@@ -209,8 +209,7 @@ def reindex_search_engine() -> str:
 
 # Who may call what (team mode): changes need an admin, reads any signed-in person (studio/access.py).
 access.guard_module(globals(), manage={
-    "call_api": "call the Argilla API as the owner",
     "add_user": "add an Argilla user",
     "list_users": "list the Argilla accounts",
     "reindex_search_engine": "reindex Argilla's search engine",
-}, internal=("validate_user",))
+}, internal=("validate_user", "call_api"))   # call_api: the plumbing of the guarded calls above and of status
