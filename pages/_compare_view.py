@@ -9,6 +9,10 @@ from pages._widgets import choice, pager, short
 from studio.services import compare as compare_svc
 
 
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
 def pick_comparison(key: str) -> compare_svc.ComparisonSummary | None:
     """A selectbox of comparisons (newest first) that remembers the pick across tabs."""
     found = compare_svc.list_comparisons()
@@ -20,9 +24,9 @@ def pick_comparison(key: str) -> compare_svc.ComparisonSummary | None:
     st.session_state["cmp_pick"] = picked
     summary = next(c for c in found if c.comparison_id == picked)
     counts = summary.counts
-    st.caption(f"{counts['prompts']} prompts · {counts['outputs']} answers ({counts['cut_off']} cut off at the token "
-               f"limit, {counts['truncated']} with the prompt shortened to fit) · "
-               f"{counts['human_votes']} human votes · {counts['judge_votes']} judge votes")
+    st.caption(f"{_n(counts['prompts'], 'prompt')} · {_n(counts['outputs'], 'answer')} ({counts['cut_off']} cut off "
+               f"at the token limit, {counts['truncated']} with the prompt shortened to fit) · "
+               f"{_n(counts['human_votes'], 'human vote')} · {_n(counts['judge_votes'], 'judge vote')}")
     for message in [*summary.report.get("messages", []), *summary.spec.get("warnings", [])]:
         st.warning(message)
     if summary.status in ("partial", "stopped", "failed") and st.button("Resume: generate what is missing"):

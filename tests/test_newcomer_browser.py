@@ -78,8 +78,13 @@ def _generate_with_the_defaults(page, app, shots) -> None:
 def _snapshot_with_the_defaults(page, app, shots) -> None:
     page.goto(f"{app.url}/train?tab=Data")
     page.get_by_role("heading", name="Train", exact=True).wait_for()
+    wait_until_idle(page)           # a click while the page still reruns can be lost on a loaded machine
     page.get_by_role("button", name="Create snapshot").click()
-    page.get_by_text(re.compile(r"Snapshot \S+ created\.")).wait_for()
+    try:
+        page.get_by_text(re.compile(r"Snapshot \S+ created\.")).wait_for(timeout=120_000)
+    except Exception:
+        shots.take(page, "train-snapshot-not-created")   # what the page showed instead, for the report
+        raise
     wait_until_idle(page)
     shots.take(page, "train-snapshot")
 
