@@ -240,7 +240,7 @@ def _algo_rows(algo: str, runs: dict[str, list[Side]], n_params: int, args) -> t
 
 def speedup_mode(args) -> bool:
     """The speedup target applies where the switches can be on: ``--switches auto`` on a GPU."""
-    return args is not None and args.switches == "auto" and args.device == "cuda"
+    return args.switches == "auto" and args.device == "cuda"
 
 
 def report(sides: dict[str, dict[str, list[Side]]], n_params: int, args, threads: int) -> bool:

@@ -9,9 +9,9 @@ from pages._widgets import choice, pager, short
 from studio.services import compare as compare_svc
 
 
-
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
 
 def pick_comparison(key: str) -> compare_svc.ComparisonSummary | None:
     """A selectbox of comparisons (newest first) that remembers the pick across tabs."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
-from studio import jobs
+from studio import access, jobs
 from core.errors import NotFound, StudioError
 
 JOB_POLL_S = 2.0
@@ -27,8 +27,6 @@ _STATE_STYLES = {
 def read_only_notice(work: str) -> None:
     """In team mode, tell someone who may not do this page's ``work`` (an annotator) before they try: they
     can read everything here, and the services refuse the rest (studio/access.py)."""
-    from studio import access
-
     actor = access.current() if access.team_mode() else None
     if actor is not None and not actor.can("admin"):
         st.info(f"You are signed in as an {actor.role}: you can read everything here; {work} needs an admin or "

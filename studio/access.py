@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from core import settings as settings_mod
 from core.errors import NotAllowed
+from core.secrets import redact
+from core.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +144,6 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
 def _clean(text: str) -> str:
     """``text`` with credentials in any URL masked and anything shaped like a key masked."""
-    from core.secrets import redact
-    from core.urls import redact_url
-
     return redact(_URL.sub(lambda m: redact_url(m.group(0)), text))
 
 

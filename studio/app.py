@@ -10,6 +10,7 @@ the page runs as the signed-in person (``access.act_as``), so every service call
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -49,8 +50,6 @@ def build_pages(admin: bool = True) -> dict[str, list[st.Page]]:
 
 
 st.set_page_config(page_title="the studio", page_icon=":material/science:", layout="wide")
-
-import json  # noqa: E402
 
 from studio import access  # noqa: E402
 from studio.services import accounts  # noqa: E402

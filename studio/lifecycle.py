@@ -161,6 +161,7 @@ def up(detach: bool = False, with_llm: bool = True, progress: Callable[[str], No
     refuse_open_without_sign_in(settings)
     settings.ensure_home()
     _refuse_if_running(settings)
+    _clean_stored_credentials(progress)
     _reconcile_interrupted_work(progress)
     if with_app and not APP_SCRIPT.is_file():
         raise ServiceError(f"The app entry {APP_SCRIPT} is missing.", hint="Restore studio/app.py from the repository.")
@@ -174,15 +175,20 @@ def up(detach: bool = False, with_llm: bool = True, progress: Callable[[str], No
     _start_detached(settings, wanted, progress)
 
 
-def _reconcile_interrupted_work(progress: Callable[[str], None]) -> None:
-    """Work whose process died with the last session (a kill, a reboot) is never shown running."""
+def _clean_stored_credentials(progress: Callable[[str], None]) -> None:
+    """Endpoints an older studio stored with a credential in the URL: it moves to the secrets file."""
     from studio.services.models import move_url_credentials
-    from studio.services.training import reconcile_runs
 
     cleaned = move_url_credentials()
     if cleaned:
         progress(f"A credential in the stored URL of {', '.join(cleaned)} moved to {current().home}/secrets.toml "
                  "as the endpoint's key; the endpoint's row no longer holds it.")
+
+
+def _reconcile_interrupted_work(progress: Callable[[str], None]) -> None:
+    """Work whose process died with the last session (a kill, a reboot) is never shown running."""
+    from studio.services.training import reconcile_runs
+
     interrupted = reconcile_runs()
     if interrupted:
         progress(f"Training runs whose process had ended are now marked interrupted: {', '.join(interrupted)}. "

@@ -208,7 +208,7 @@ def test_a_credential_in_a_url_moves_to_the_secrets_file(db, studio_home, capsys
 def test_a_credential_stored_in_a_url_before_the_cleaning_moves_out_at_up(db, studio_home):
     from storage import registry
     from storage.registry import EndpointRecord
-    from studio.lifecycle import _reconcile_interrupted_work
+    from studio.lifecycle import _clean_stored_credentials
 
     # rows as an older studio wrote them: the URL verbatim, credential and all
     registry.insert_endpoint(db, EndpointRecord(name="old", base_url="http://u:old-pass-4321@127.0.0.1:9/v1",
@@ -216,7 +216,7 @@ def test_a_credential_stored_in_a_url_before_the_cleaning_moves_out_at_up(db, st
     registry.insert_endpoint(db, EndpointRecord(name="keyed", base_url="https://h.test/v1?api_key=sk-dup-777",
                                                 model="m", api_key_env="ACME_KEY"))
     said = []
-    _reconcile_interrupted_work(said.append)
+    _clean_stored_credentials(said.append)
     assert "old, keyed" in said[0] or "keyed, old" in said[0]
     old, keyed = models_svc.get_endpoint("old"), models_svc.get_endpoint("keyed")
     assert old.base_url == "http://127.0.0.1:9/v1" and read_secret(old.api_key_secret) == "old-pass-4321"

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from pipelines.generate import seed_readers as rd
 from core.errors import BadInput
+from core.inputs import special_kind
 
 FORMATS = ("csv", "jsonl", "json", "parquet", "datasets")
 EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
@@ -100,10 +102,6 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
 
 def _check_kind(path: Path, fmt: str) -> None:
     """A ``datasets`` source is a folder; every other format is a regular file (never a FIFO or device)."""
-    import stat
-
-    from core.inputs import special_kind
-
     mode = path.stat().st_mode
     if fmt == "datasets":
         if not stat.S_ISDIR(mode):

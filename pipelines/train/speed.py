@@ -4,8 +4,8 @@ Each switch turns on what TRL and transformers already offer, only where it is k
 training: Liger's kernels (``use_liger_kernel``: TRL's fused losses for DPO, KTO and GRPO, the patched
 model for the others) and padding-free SFT batches (``padding_free``, with FlashAttention 2). ``auto``
 decides from the device, what is installed and the PEFT method; ``on`` decides the same way but says on
-the run why it could not apply (a speed switch never fails a run); ``off`` is off. Every decision comes
-with its reason, recorded on the run's stage log and shown by ``runs show``.
+the run why it could not apply (a speed switch never fails a run: its warnings join the run's); ``off``
+is off. Every decision carries its reason (``Switches.reasons``), which the runner logs at INFO.
 """
 
 from __future__ import annotations
