@@ -230,6 +230,19 @@ def test_bad_jsonl_lines_are_reported_by_line_and_the_rest_is_read(tmp_path):
     }
 
 
+def test_a_quote_never_closed_is_a_problem_not_one_row_swallowing_the_file(tmp_path):
+    path = write(tmp_path / "quote.csv", 'instruction,output\nhello,world\n"never closed,x\nnext,y\nlast,z\n')
+    got = seeds_of(path)
+    assert [r.text for r in got if isinstance(r, SeedRow)] == ["hello"]
+    assert got[1] == RowProblem(3, "a quoted field starts on this line and is never closed; the rest of the file "
+                                   "(3 lines) was not read")
+    shown = preview(path)
+    assert shown.rows == [{"instruction": "hello", "output": "world"}]
+    assert any("line 3: a quoted field starts on this line and is never closed" in w for w in shown.warnings)
+    closed = write(tmp_path / "closed.csv", 'instruction,output\n"two\nlines",x\n"last, no newline",y')
+    assert [r.text for r in seeds_of(closed)] == ["two\nlines", "last, no newline"]   # quotes that close are data
+
+
 def test_csv_rows_with_too_many_fields_are_flagged_and_trailing_empty_fields_allowed(tmp_path):
     path = write(tmp_path / "wide.csv", "instruction,output\na,b,c\nd,e,,\nf\n")
     rows = seeds_of(path)

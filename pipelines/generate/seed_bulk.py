@@ -284,7 +284,7 @@ class BulkReader:
             # starts `inner` lines earlier; a bad quote is where its field starts.
             ends_row = reject.error_type in ("TOO MANY COLUMNS", "MISSING COLUMNS")
             line = max(1, lines[_error_byte(reject)] - (inner if ends_row else 0))
-            if self.format == "csv" and _never_closed(raw, self.reader.dialect):
+            if self.format == "csv" and rd.never_closed(raw, self.reader.dialect):
                 rest = last_line - line + 1
                 items.append(RowProblem(line, f"a quoted field starts on this line and is never closed; the rest "
                                               f"of the file ({rest:,} line{'s' * (rest != 1)}) was not read"))
@@ -333,12 +333,4 @@ def _error_byte(reject: Reject) -> int:
     return max(0, reject.byte_position - 1) if reject.error_type == "MISSING COLUMNS" else reject.byte_position
 
 
-def _never_closed(raw: str, dialect) -> bool:
-    """True when the row's quoted field runs to the end of the file (Python's strict csv says so)."""
-    try:
-        for _ in csv.reader(io.StringIO(raw), dialect, strict=True):
-            pass
-    except csv.Error as exc:
-        return "unexpected end of data" in str(exc)
-    return False
 

@@ -208,9 +208,46 @@ def header_names(row: list[str]) -> tuple[list[str], list[str]]:
     return names, notes
 
 
+class _Tap:
+    """The lines a csv reader takes, kept until the record they make is read; ``ended`` once the
+    reader asked past the last line (so the record it returns then ran into the end of the file)."""
+
+    def __init__(self, lines: Iterator[str]):
+        self.lines, self.taken, self.ended = iter(lines), [], False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        try:
+            line = next(self.lines)
+        except StopIteration:
+            self.ended = True
+            raise
+        self.taken.append(line)
+        return line
+
+    def take(self) -> str:
+        raw, self.taken = "".join(self.taken), []
+        return raw
+
+
+def never_closed(raw: str, dialect) -> bool:
+    """True when the record's quoted field runs to the end of the file (Python's strict csv says so)."""
+    try:
+        for _ in csv.reader(io.StringIO(raw), dialect, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
 def csv_rows(lines: Iterator[str], dialect) -> Iterator[tuple[int, list[str] | BadRecord]]:
-    """Non-blank CSV records with the line each starts on (a quoted field may span lines)."""
-    reader = csv.reader(lines, dialect)
+    """Non-blank CSV records with the line each starts on (a quoted field may span lines). A quote
+    that is never closed would swallow the rest of the file into one record: that record is a
+    BadRecord that says so."""
+    tap = _Tap(lines)
+    reader = csv.reader(tap, dialect)
     last_line = reader.line_num
     while True:
         start = last_line + 1
@@ -220,9 +257,16 @@ def csv_rows(lines: Iterator[str], dialect) -> Iterator[tuple[int, list[str] | B
             return
         except csv.Error as exc:
             last_line = reader.line_num
+            tap.take()
             yield start, BadRecord(f"not a valid CSV row ({exc})")
             continue
         last_line = reader.line_num
+        raw = tap.take()
+        if tap.ended and never_closed(raw, dialect):
+            rest = last_line - start + 1
+            yield start, BadRecord(f"a quoted field starts on this line and is never closed; the rest of the file "
+                                   f"({rest:,} line{'s' * (rest != 1)}) was not read")
+            return
         if any(cell.strip() for cell in row):
             yield start, row
 
