@@ -54,6 +54,9 @@ def show_summary() -> None:
                 st.caption(f"The first {len(summary.problems)} are listed.")
 
 
+CLEAR_TYPED_KEY = "typed_seeds_clear"
+
+
 def imported(ok: bool, summary) -> None:
     if ok:
         st.session_state[SUMMARY_KEY] = summary
@@ -62,12 +65,19 @@ def imported(ok: bool, summary) -> None:
 
 
 def typed_seeds_form() -> None:
-    with st.form("typed_seeds", clear_on_submit=True):
-        text = st.text_area("Seed tasks", height=150, placeholder="Explain what a hash map is.\n"
-                            "Write a haiku about autumn.\n\n(one per line; or separate multi-line seeds with a blank line)")
+    # the text stays until it is stored: a refused one is there to fix, and a double click (whose first
+    # run Streamlit interrupts) still sends it; it is cleared once the seeds are in
+    if st.session_state.pop(CLEAR_TYPED_KEY, False):
+        st.session_state["typed_seed_text"] = st.session_state["typed_seed_name"] = ""
+    with st.form("typed_seeds"):
+        text = st.text_area("Seed tasks", height=150, key="typed_seed_text", placeholder="Explain what a hash map "
+                            "is.\nWrite a haiku about autumn.\n\n(one per line; or separate multi-line seeds with a "
+                            "blank line)")
         name = st.text_input("Seed set name (optional)", key="typed_seed_name", placeholder="typed <date and time>")
         if st.form_submit_button("Add seeds", type="primary"):
-            imported(*attempt(seeds_svc.add_typed_seeds, text, name.strip() or None))
+            ok, summary = attempt(seeds_svc.add_typed_seeds, text, name.strip() or None)
+            st.session_state[CLEAR_TYPED_KEY] = ok
+            imported(ok, summary)
 
 
 def file_source() -> None:
