@@ -67,6 +67,7 @@ def test_typed_seeds_import_shows_a_summary_and_lists_the_set(studio_home):
     (table,) = [d.value for d in at.dataframe if "seeds" in d.value.columns]
     assert (table.iloc[0]["name"], table.iloc[0]["seeds"], table.iloc[0]["source"]) == ("my seeds", 3, "typed")
     assert [(s.name, s.seeds) for s in seeds_svc.list_seed_sets()] == [("my seeds", 3)]
+    assert widget(at.text_area, "Seed tasks").value == ""       # stored, so the box is ready for the next ones
 
 
 def test_empty_typed_seeds_show_what_to_do(studio_home):
@@ -76,6 +77,7 @@ def test_empty_typed_seeds_show_what_to_do(studio_home):
     at = rerun(at)
     assert any("No seeds were given" in e.value for e in at.error), [e.value for e in at.error]
     assert seeds_svc.list_seed_sets() == []
+    assert widget(at.text_area, "Seed tasks").value == "   \n  "   # refused input stays to be fixed
 
 
 def test_uploaded_csv_is_previewed_mapped_and_imported_with_skipped_rows(studio_home):
