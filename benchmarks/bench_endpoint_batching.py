@@ -3,12 +3,14 @@
     .venv/bin/python benchmarks/bench_endpoint_batching.py [--gguf PATH] [--requests-c1 6] [--requests-c8 24]
 
 Starts the studio's embedded endpoint the way ``up`` does (``studio.lifecycle.start_llm_server``:
-llama.cpp's own server from the xllamacpp wheel, ``STUDIO_LLM_PARALLEL`` slots, default 8) with
-SmolLM2-135M-Instruct Q4_1, and sends chat completions of 128 tokens (``ignore_eos``, temperature
-0.7): one at a time, then 8 at a time. The baseline in the same run is llama-cpp-python's server
-(the embedded endpoint before), started as it was, when ``llama_cpp`` is importable. Aggregate
-tokens/s is completion tokens over wall time; the two servers alternate, twice, each keeping its
-best. Targets: concurrency 8 at least 3x concurrency 1; single-stream speed no worse than before.
+llama.cpp's server compiled for this CPU by setup, serving SmolLM2-135M-Instruct expanded to
+bfloat16, ``STUDIO_LLM_PARALLEL`` slots, default 8) and sends chat completions of 128 tokens
+(``ignore_eos``, temperature 0.7): one at a time, then 8 at a time. The baselines in the same run
+are the embedded endpoint before this build (the xllamacpp wheel serving the pulled Q4_1 GGUF, one
+thread, as it was started until 2026-12-05) and, when ``llama_cpp`` is importable, llama-cpp-python's
+server (the endpoint before that). Aggregate tokens/s is completion tokens over wall time; the
+servers alternate, each keeping its best. Targets: concurrency 8 at least 3x concurrency 1;
+single-stream speed no worse than before.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import httpx  # noqa: E402
 from benchmarks import _report  # noqa: E402
 from core.settings import EMBEDDED_MODEL, Settings  # noqa: E402
 from pipelines.models.pull import download_sdist, extract_member, spec_for  # noqa: E402
+from pipelines.models.llama_server import native_server  # noqa: E402
+from studio.llm_serve import default_threads  # noqa: E402
 
 PROMPTS = [f"Write a short story about a {w}." for w in
            "cat dog bird fish horse cow lion tiger bear wolf fox owl bee ant frog duck".split()]
@@ -91,18 +95,27 @@ def _wait_up(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
 class StudioServer:
     """The embedded endpoint as ``up`` starts it."""
 
-    name = "studio embedded endpoint (llama.cpp server via xllamacpp, 8 slots)"
+    name = "studio embedded endpoint (llama.cpp server built for this CPU, bfloat16, 8 slots)"
+    overrides: dict = {}
 
     def __init__(self, gguf: Path, home: Path):
         from studio.lifecycle import start_llm_server
 
-        settings = Settings(home=home, cache_dir=Settings.from_env().cache_dir, llm_port=free_port())
+        settings = Settings(home=home, cache_dir=Settings.from_env().cache_dir, llm_port=free_port(), **self.overrides)
         settings.ensure_home()
         self.handle = start_llm_server(settings, gguf_path=gguf)
         self.url = self.handle.url
+        self.log = settings.home / "logs" / "llm.log"
 
     def stop(self) -> None:
         self.handle.stop()
+
+
+class WheelServer(StudioServer):
+    """The embedded endpoint before: the xllamacpp wheel serving the pulled GGUF, one thread."""
+
+    name = "xllamacpp wheel, Q4_1 as pulled, 1 thread (the embedded endpoint before)"
+    overrides = {"llm_server": "xllamacpp", "llm_batch_threads": default_threads()}
 
 
 class LlamaCppPythonServer:
@@ -143,7 +156,9 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=_report.size(2, 1))
     args = parser.parse_args()
-    sides = [StudioServer] + ([LlamaCppPythonServer] if importlib.util.find_spec("llama_cpp") else [])
+    if native_server() is None:
+        raise SystemExit("llama.cpp's server is not built for this CPU: run `bash scripts/setup.sh` first")
+    sides = [StudioServer, WheelServer] + ([LlamaCppPythonServer] if importlib.util.find_spec("llama_cpp") else [])
     best: dict[str, dict] = {}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-endpoint-") as tmp:
@@ -157,18 +172,25 @@ def main() -> int:
     studio = best[StudioServer.name]
     gain = studio["c8"] / studio["c1"]
     _report.params(max_tokens=args.max_tokens, requests_c1=args.requests_c1, requests_c8=args.requests_c8,
-                   rounds=args.rounds, threads=Settings.from_env().llm_threads or "half the cores")
+                   rounds=args.rounds, threads=Settings.from_env().llm_threads or "half the cores",
+                   batch_threads=Settings.from_env().llm_batch_threads or "every core")
     _report.record("embedded endpoint, tokens/s at concurrency 8 / concurrency 1", studio["c8"], "tokens/s",
                    baseline=studio["c1"], ratio=gain, target=">= 3x", met=gain >= 3)
     lines = ["| server | concurrency 1, tokens/s | concurrency 8, tokens/s | 8 / 1 |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {b['c1']:.1f} | {b['c8']:.1f} | {b['c8'] / b['c1']:.2f}x |" for name, b in best.items()]
+    wheel = best[WheelServer.name]
+    _report.record("embedded endpoint, concurrency 8 / the xllamacpp wheel's concurrency 8", studio["c8"], "tokens/s",
+                   baseline=wheel["c8"], ratio=studio["c8"] / wheel["c8"])
+    single = studio["c1"] / wheel["c1"]
+    _report.record("embedded endpoint, single stream / the xllamacpp wheel's", studio["c1"], "tokens/s",
+                   baseline=wheel["c1"], ratio=single, target="no worse (>= 1x)", met=single >= 1)
     if LlamaCppPythonServer.name in best:
         before = best[LlamaCppPythonServer.name]
         single = studio["c1"] / before["c1"]
         _report.record("embedded endpoint, single stream / llama-cpp-python server", studio["c1"], "tokens/s",
                        baseline=before["c1"], ratio=single, target="no worse (>= 1x)", met=single >= 1)
     else:
-        lines.append("| llama-cpp-python server | not installed: no baseline in this run | | |")
+        lines.append("| llama-cpp-python server (the endpoint before xllamacpp) | not installed: no baseline in this run | | |")
     _report.emit(lines + ["", f"{args.max_tokens} tokens per request; best of {args.rounds} alternating rounds. "
                               f"Load average {load_before:.1f} at the start, {load_after:.1f} at the end (2 cores)."])
     return 0

@@ -26,7 +26,9 @@ ENV_HELP = {
     "STUDIO_APP_PORT": "port of the Streamlit app; default 8501",
     "STUDIO_LLM_PORT": "port of the embedded OpenAI-compatible llama.cpp server; default 8765",
     "STUDIO_LLM_PARALLEL": "requests the embedded server decodes at once (continuous batching); default 8",
-    "STUDIO_LLM_THREADS": "CPU threads of the embedded server; default half the cores (at least 1)",
+    "STUDIO_LLM_THREADS": "CPU threads of the embedded server for one request's token; default half the cores (at least 1)",
+    "STUDIO_LLM_BATCH_THREADS": "CPU threads of the embedded server for a batch of requests; default every core",
+    "STUDIO_LLM_SERVER": "auto (llama.cpp's server built for this CPU when setup could compile it) or xllamacpp (the prebuilt wheel)",
     "STUDIO_DB_BUSY_TIMEOUT": "seconds to wait for another process to release the database; default 60",
     "STUDIO_ARGILLA_PORT": "port of the embedded Argilla server (review UI and API); default 6900",
     "STUDIO_REDIS_PORT": "port of the Redis the studio starts for Argilla's queue; default 6379",
@@ -39,6 +41,7 @@ ENV_HELP = {
     "STUDIO_SESSION_IDLE_MINUTES": "team mode: a signed-in session ends after this many idle minutes; default 60",
 }
 AUTH_MODES = ("off", "argilla")
+LLM_SERVERS = ("auto", "xllamacpp")
 
 
 def _env_int(name: str, default: int, low: int = 0, high: int = 10**9) -> int:
@@ -59,12 +62,21 @@ def _env_port(name: str, default: int) -> int:
     return _env_int(name, default, 1, 65535)
 
 
+def _env_choice(name: str, choices: tuple[str, ...], what: str, hint: str) -> str:
+    value = (os.environ.get(name) or choices[0]).strip().lower()
+    if value not in choices:
+        raise StorageError(f"{name}={value!r} is not {what}.", hint=hint)
+    return value
+
+
 def _auth_mode() -> str:
-    mode = (os.environ.get("STUDIO_AUTH") or "off").strip().lower()
-    if mode not in AUTH_MODES:
-        raise StorageError(f"STUDIO_AUTH={mode!r} is not a sign-in mode.",
-                           hint="Use STUDIO_AUTH=argilla (each person signs in with their Argilla account) or off.")
-    return mode
+    return _env_choice("STUDIO_AUTH", AUTH_MODES, "a sign-in mode",
+                       "Use STUDIO_AUTH=argilla (each person signs in with their Argilla account) or off.")
+
+
+def _llm_server() -> str:
+    return _env_choice("STUDIO_LLM_SERVER", LLM_SERVERS, "a server the studio knows",
+                       "Use auto (llama.cpp's server built for this CPU, when setup built it) or xllamacpp.")
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,8 @@ class Settings:
     llm_port: int = 8765
     llm_parallel: int = 8              # slots of the embedded server: the embedded endpoint's concurrency
     llm_threads: int = 0               # 0: half the cores, at least 1
+    llm_batch_threads: int = 0         # 0: every core
+    llm_server: str = "auto"           # or "xllamacpp": the prebuilt wheel even where a native build exists
     db_busy_timeout_s: float = 60.0
     argilla_port: int = 6900
     redis_port: int = 6379
@@ -98,6 +112,8 @@ class Settings:
             llm_port=_env_port("STUDIO_LLM_PORT", 8765),
             llm_parallel=_env_int("STUDIO_LLM_PARALLEL", 8, 1, 64),
             llm_threads=_env_int("STUDIO_LLM_THREADS", 0, 0, 256),
+            llm_batch_threads=_env_int("STUDIO_LLM_BATCH_THREADS", 0, 0, 256),
+            llm_server=_llm_server(),
             db_busy_timeout_s=float(_env_int("STUDIO_DB_BUSY_TIMEOUT", 60)),
             argilla_port=_env_port("STUDIO_ARGILLA_PORT", 6900),
             redis_port=_env_port("STUDIO_REDIS_PORT", 6379),

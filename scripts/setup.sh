@@ -67,7 +67,14 @@ else
   echo "Installed in $(( $(date +%s) - start )) s."
   echo "$want" > "$stamp"
 fi
-# 4. The embedded Argilla server in its own environment (its pins clash with the studio's).
+# 4. llama.cpp's server compiled for this CPU (the embedded endpoint's engine): once per machine, a
+#    few minutes, kept in the download cache. Without a compiler the xllamacpp wheel serves instead.
+if [ "${STUDIO_SKIP_NATIVE_LLM:-0}" != 1 ]; then
+  step "llama.cpp's server for this CPU (compiled the first time only: a few minutes)"
+  "$VENV/bin/python" -m pipelines.models.llama_server || \
+    echo "warning: the embedded endpoint will use the xllamacpp wheel (slower with concurrent requests)." >&2
+fi
+# 5. The embedded Argilla server in its own environment (its pins clash with the studio's).
 ARGILLA_VENV="$ROOT/.venv-argilla"
 argilla_files=(requirements-argilla.txt constraints-argilla.txt)
 argilla_stamp="$ARGILLA_VENV/.setup-stamp"

@@ -94,7 +94,7 @@ def start_llm_server(settings: Settings, gguf_path: Path | None = None,
     port = settings.llm_port
     cmd = [sys.executable, "-m", "studio.llm_serve", "--model", str(gguf.resolve()), "--host", settings.host,
            "--port", str(port), "--alias", EMBEDDED_MODEL, "--parallel", str(settings.llm_parallel),
-           "--threads", str(settings.llm_threads)]
+           "--threads", str(settings.llm_threads), "--threads-batch", str(settings.llm_batch_threads), "--server", settings.llm_server]
     url = llm_url(settings)
     return start_service_process("llm", cmd, settings, port, "STUDIO_LLM_PORT", url, f"{url}/models",
                           lambda tail, code: explain_llm_failure(tail, code, port), timeout_s)
