@@ -27,6 +27,9 @@ import threading
 from pathlib import Path
 
 CTX_PER_SLOT = 2048  # what each request may use, as with the single-slot server before
+# llama.cpp's server answers any web page's cross-origin requests by default ("*"): a site open in the
+# user's browser could use the endpoint. Only pages served from this machine may.
+CORS_ORIGINS = "localhost"
 
 
 def default_threads() -> int:
@@ -43,7 +46,8 @@ def default_batch_threads() -> int:
 def native_argv(server: Path, model: Path, args: argparse.Namespace) -> list[str]:
     return [str(server), "--model", str(model), "--host", args.host, "--port", str(args.port),
             "--alias", args.alias, "--parallel", str(args.parallel), "--ctx-size", str(CTX_PER_SLOT * args.parallel),
-            "--cont-batching", "--threads", str(args.threads), "--threads-batch", str(args.threads_batch)]
+            "--cont-batching", "--threads", str(args.threads), "--threads-batch", str(args.threads_batch),
+            "--cors-origins", CORS_ORIGINS, "--no-cors-credentials"]
 
 
 def _exec_native(args: argparse.Namespace) -> None:
@@ -77,6 +81,8 @@ def _params(args: argparse.Namespace):
     params.n_parallel = args.parallel
     params.n_ctx = CTX_PER_SLOT * args.parallel
     params.cont_batching = True
+    params.cors_origins = CORS_ORIGINS
+    params.cors_credentials = False
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads_batch
     return xlc, params

@@ -15,6 +15,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -189,6 +190,16 @@ def test_the_app_and_redis_listen_on_loopback_only(studio_home, monkeypatch):
 
 def test_the_embedded_llm_server_listens_on_loopback_only(llama_server):
     assert listening(llama_server.pid) == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize("origin, allowed", [("https://evil.example", False), ("http://localhost:8501", True)])
+def test_the_embedded_llm_server_answers_no_other_sites_pages(llama_server, origin, allowed):
+    """llama.cpp's default would let any web page open in the user's browser use the endpoint."""
+    reply = httpx.options(f"{llama_server.url}/chat/completions", timeout=10, headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    granted = reply.headers.get("access-control-allow-origin")
+    assert (granted in (origin, "*")) is allowed, dict(reply.headers)
+    assert reply.headers.get("access-control-allow-credentials") != "true"
 
 
 # -- (c) API keys land nowhere -------------------------------------------------------------------------
