@@ -72,7 +72,8 @@ WITH base AS (
 SELECT base.rid, base.base + coalesce(extras.shift, 0) AS line
 FROM base ASOF LEFT JOIN extras ON base.base >= extras.p ORDER BY base.rid
 """
-SELECT_ODD = ("SELECT n.line, s.raw, s.t, s.blank_all FROM staged s POSITIONAL JOIN numbered n "
+# staged and numbered hold one row per rowid; joined on it (a POSITIONAL JOIN would run on one thread)
+SELECT_ODD = ("SELECT n.line, s.raw, s.t, s.blank_all FROM staged s JOIN numbered n ON s.rowid = n.rid "
               "WHERE NOT s.ok ORDER BY n.line")
 
 
@@ -195,24 +196,24 @@ class SeedStage:
             yield from rows
 
     def seed_batches(self, seed_set_id: str, metadata_names: Sequence[str], batch_rows: int) -> Iterator[pa.Table]:
-        """The finished seeds, in file order, ``batch_rows`` at a time, as Arrow tables with the
-        columns ``storage.seeds.insert_seed_table`` takes."""
-        params: dict[str, object] = {"set": seed_set_id, "set_json": json.dumps(seed_set_id)}
+        """The finished seeds, ``batch_rows`` at a time, as Arrow tables with the columns
+        ``storage.seeds.insert_seed_table`` takes. Not in file order: the join that gives each row its
+        line runs on every core and keeps no order (readers order seeds by their line)."""
+        params: dict[str, object] = {"set": seed_set_id, "set_json": json.dumps(seed_set_id), "line_key": "_line"}
         pairs, hashed = [], []
         for k, name in enumerate(metadata_names):
             params[f"k{k}"] = name
-            pairs.append(f"$k{k}, m{k}::JSON")
+            pairs.append(f"$k{k}, s.m{k}::JSON")
         for k in sorted(range(len(metadata_names)), key=lambda i: metadata_names[i]):
             params[f"hk{k}"] = json.dumps(metadata_names[k], ensure_ascii=False) + ": "
             hashed.append(f"$hk{k} || coalesce(py_json(m{k}), 'null')")
         meta_hash = " || ', ' || ".join(hashed) if hashed else "''"
-        sql = (f"SELECT 'seed_' || left(sha256('[' || $set_json || ', ' || line || ', \"' || ch || '\"]'), 24) "
-               f"AS id, $set AS seed_set_id, t AS text, r AS reference, "
-               f"json_object({', '.join(pairs + ['$line_key, line'])})::VARCHAR AS metadata, ch AS content_hash FROM ("
-               f"SELECT n.line, s.*, sha256('[' || py_json(to_json(s.t)::VARCHAR) || ', ' || "
-               f"coalesce(py_json(to_json(s.r)::VARCHAR), 'null') || ', {{' || {meta_hash} || '}}]') AS ch "
-               f"FROM staged s POSITIONAL JOIN numbered n WHERE s.ok)")
-        params["line_key"] = "_line"
+        sql = (f"SELECT 'seed_' || left(sha256('[' || $set_json || ', ' || n.line || ', \"' || s.ch || '\"]'), 24) "
+               f"AS id, $set AS seed_set_id, s.t AS text, s.r AS reference, "
+               f"json_object({', '.join(pairs + ['$line_key, n.line'])})::VARCHAR AS metadata, s.ch AS content_hash FROM ("
+               f"SELECT *, rowid AS rid, sha256('[' || py_json(to_json(t)::VARCHAR) || ', ' || "
+               f"coalesce(py_json(to_json(r)::VARCHAR), 'null') || ', {{' || {meta_hash} || '}}]') AS ch "
+               f"FROM staged WHERE ok) s JOIN numbered n ON s.rid = n.rid")
         pending: list[pa.RecordBatch] = []
         held = 0
         for batch in self.conn.sql(sql, params=params).to_arrow_reader(min(batch_rows, 1 << 16)):

@@ -88,6 +88,7 @@ class _SeedWriter:
         self.appended = existing is not None
         self.buffer: list[dict] = []
         self.imported = self.duplicates = 0
+        self.tables = 0  # bulk batches written
 
     def add(self, row: SeedRow) -> bool:
         """Buffer one seed; True when this filled a batch and it was written."""
@@ -111,9 +112,16 @@ class _SeedWriter:
         self.buffer = []
 
     def add_table(self, table) -> None:
-        """Write a finished Arrow batch from the bulk reader (its ids were hashed with ``target_id``)."""
+        """Write a finished Arrow batch from the bulk reader (its ids were hashed with ``target_id``).
+
+        Between two batches the file is closed (unless another thread of this process is using it):
+        DuckDB makes the next batch faster than the connection's idle close, and an open connection
+        keeps everything written so far cached, so memory would grow with the file."""
+        if self.tables:
+            self.db.close()
         self._ensure_set()
         self._count(seed_store.insert_seed_table(self.db, table, new_set=not self.appended), table.num_rows)
+        self.tables += 1
 
     def _count(self, new: int, sent: int) -> None:
         self.imported += new
