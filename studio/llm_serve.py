@@ -26,6 +26,8 @@ import sys
 import threading
 from pathlib import Path
 
+from core.settings import LLM_SERVERS
+
 CTX_PER_SLOT = 2048  # what each request may use, as with the single-slot server before
 # llama.cpp's server answers any web page's cross-origin requests by default ("*"): a site open in the
 # user's browser could use the endpoint. Only pages served from this machine may.
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alias", required=True, help="the model name clients ask for")
     parser.add_argument("--parallel", type=int, default=8, help="requests decoded together")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for one token (0: half the cores)")
-    parser.add_argument("--server", choices=("auto", "xllamacpp"), default="auto",
+    parser.add_argument("--server", choices=LLM_SERVERS, default="auto",
                         help="auto: llama.cpp's server built for this CPU when setup built it; xllamacpp: the wheel")
     parser.add_argument("--threads-batch", type=int, default=0, help="CPU threads for a batch (0: every core)")
     args = parser.parse_args(argv)

